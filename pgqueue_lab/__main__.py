@@ -1,0 +1,7 @@
+"""``python -m pgqueue_lab`` runs the command line (the demo by default)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,25 @@
+"""The exceptions pgqueue-lab raises.
+
+Every error a learner can cause with bad input is raised *before* anything is sent to the
+database, so a bad call never leaves the queue half-changed.
+"""
+
+from __future__ import annotations
+
+
+class QueueError(Exception):
+    """Base class of every pgqueue-lab error."""
+
+
+class InvalidInputError(QueueError, ValueError):
+    """An argument is not acceptable (bad job type, payload, schema name, batch size...).
+
+    It is a :class:`ValueError` too, so ``except ValueError`` catches it.
+    """
+
+
+class DatabaseUnavailableError(QueueError):
+    """The database could not be reached.
+
+    The message names host, port and database (never the password) and says what to do.
+    """

@@ -1,0 +1,241 @@
+"""The queue: create it, enqueue, claim, complete, fail, wait for work.
+
+Every method takes the connection to use as its first argument, so you decide which
+transaction it runs in. With an autocommit connection (what :func:`pgqueue_lab.connect` gives)
+each call is its own transaction; inside ``with conn.transaction():`` the calls commit or roll
+back together with your own statements (*transactional enqueue*).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from . import sql, validate
+from .errors import InvalidInputError
+
+Connection = psycopg.Connection[Any]
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed job, as a handler receives it."""
+
+    id: int
+    queue: str
+    type: str
+    payload: Any
+    attempts: int
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """One job for :meth:`Queue.enqueue_many`; only ``type`` is required."""
+
+    type: str
+    payload: Any = None
+    queue: str = "default"
+    priority: int = 0
+    delay: float = 0.0
+    max_attempts: int = 1
+
+
+def _new_job(item: NewJob | tuple[Any, ...] | Mapping[str, Any], index: int) -> NewJob:
+    if isinstance(item, NewJob):
+        return item
+    try:
+        if isinstance(item, Mapping):
+            return NewJob(**item)
+        if isinstance(item, tuple):
+            return NewJob(*item)
+    except TypeError as exc:
+        raise InvalidInputError(f"job #{index} of the batch is malformed: {exc}") from None
+    raise InvalidInputError(
+        f"job #{index} of the batch must be a NewJob, a (type, payload) tuple or a dict, "
+        f"got {type(item).__name__}"
+    )
+
+
+class Queue:
+    """A job queue living in its own PostgreSQL schema.
+
+    :param schema: the schema that holds the ``jobs`` table; each notebook and test uses its own,
+        so they never collide. Validated at once (see :func:`pgqueue_lab.validate.schema_name`).
+    """
+
+    def __init__(self, schema: str = "pgqueue_lab") -> None:
+        self.schema = validate.schema_name(schema)
+        #: The LISTEN/NOTIFY channel announcing new jobs; the payload is the job's queue name.
+        self.channel = f"{self.schema}_jobs"
+
+    def __repr__(self) -> str:
+        return f"Queue(schema={self.schema!r})"
+
+    def _q(self, statement: str) -> psycopg.sql.Composed:
+        return sql.compose(statement, self.schema)
+
+    # -- schema ----------------------------------------------------------------------------
+
+    def create(self, conn: Connection) -> None:
+        """Create the schema, the ``jobs`` table and the claim index (idempotent)."""
+        with conn.transaction():
+            for statement in (sql.CREATE_SCHEMA, sql.CREATE_TABLE, sql.CREATE_CLAIM_INDEX):
+                conn.execute(self._q(statement))
+
+    def drop(self, conn: Connection) -> None:
+        """Drop the schema and everything in it (idempotent)."""
+        with conn.transaction():
+            conn.execute(self._q(sql.DROP_SCHEMA))
+
+    # -- producing -------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        conn: Connection,
+        type: str,
+        payload: Any = None,
+        *,
+        queue: str = "default",
+        priority: int = 0,
+        delay: float = 0.0,
+        max_attempts: int = 1,
+    ) -> int:
+        """Insert one job and NOTIFY the channel, in one transaction. Returns the job id.
+
+        :param type: which handler runs the job (a non-empty string).
+        :param payload: any JSON-serialisable value, stored as ``jsonb`` (``None`` means ``{}``).
+        :param delay: seconds from now (database clock) before the job may be claimed.
+        :param max_attempts: how many times the job may run before it stays ``failed``.
+        :raises InvalidInputError: before anything is sent, if an argument is unusable.
+        """
+        params = self._job_params(NewJob(type, payload, queue, priority, delay, max_attempts), 0)
+        with conn.transaction():
+            row = conn.execute(self._q(sql.ENQUEUE), {**params, "channel": self.channel}).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def enqueue_many(
+        self, conn: Connection, jobs: Iterable[NewJob | tuple[Any, ...] | Mapping[str, Any]]
+    ) -> list[int]:
+        """Insert many jobs in one statement (one round trip) and NOTIFY once per queue.
+
+        :param jobs: :class:`NewJob` objects, ``(type, payload)`` tuples or dicts of NewJob fields.
+        :returns: the new ids, in the order given.
+        :raises InvalidInputError: naming the first bad job; nothing is inserted.
+        """
+        rows = [self._job_params(_new_job(item, i), i) for i, item in enumerate(jobs)]
+        if not rows:
+            return []
+        params = {
+            "queues": [r["queue"] for r in rows],
+            "types": [r["type"] for r in rows],
+            "payloads": [r["payload"] for r in rows],
+            "priorities": [r["priority"] for r in rows],
+            "delays": [r["delay"] for r in rows],
+            "max_attempts": [r["max_attempts"] for r in rows],
+            "channel": self.channel,
+        }
+        with conn.transaction():
+            return [int(r[0]) for r in conn.execute(self._q(sql.ENQUEUE_MANY), params).fetchall()]
+
+    @staticmethod
+    def _job_params(job: NewJob, index: int) -> dict[str, Any]:
+        where = f" (job #{index} of the batch)" if index else ""
+        try:
+            return {
+                "type": validate.job_type(job.type),
+                "payload": validate.payload_json({} if job.payload is None else job.payload),
+                "queue": validate.job_type(job.queue, what="queue name"),
+                "priority": validate.integer(job.priority, "priority"),
+                "delay": validate.seconds(job.delay, "delay"),
+                "max_attempts": validate.positive_int(job.max_attempts, "max_attempts"),
+            }
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{exc}{where}") from None
+
+    # -- consuming -------------------------------------------------------------------------
+
+    def claim(
+        self,
+        conn: Connection,
+        worker_id: str,
+        *,
+        limit: int = 1,
+        queues: Sequence[str] | str | None = None,
+        lease: float = 300.0,
+    ) -> list[Job]:
+        """Claim up to ``limit`` due jobs atomically (``FOR UPDATE SKIP LOCKED``), mark them running.
+
+        Concurrent callers never get the same job. Returns ``[]`` when nothing is due.
+
+        :param worker_id: recorded in the ``worker_id`` column.
+        :param queues: only jobs of these queues (default: every queue).
+        :param lease: seconds the claim is held (``locked_until``) before it counts as abandoned.
+        """
+        params = {
+            "worker_id": validate.job_type(worker_id, what="worker_id"),
+            "limit": validate.positive_int(limit, "limit"),
+            "queues": validate.queue_names(queues),
+            "lease": validate.seconds(lease, "lease"),
+        }
+        with conn.transaction():
+            rows = conn.execute(self._q(sql.CLAIM), params).fetchall()
+        return [Job(*row) for row in rows]
+
+    def complete(self, conn: Connection, job_ids: int | Iterable[int]) -> int:
+        """Mark running jobs ``completed``. Returns how many changed (jobs not running are skipped)."""
+        ids = [job_ids] if isinstance(job_ids, int) else list(job_ids)
+        if not ids:
+            return 0
+        with conn.transaction():
+            return len(conn.execute(self._q(sql.COMPLETE), {"ids": ids}).fetchall())
+
+    def fail(self, conn: Connection, job_id: int, error: str, *, retry_delay: float = 1.0) -> str | None:
+        """Record that a running job failed.
+
+        With attempts left it returns to ``pending``, due after an exponential backoff;
+        otherwise it becomes ``failed``. Returns the new status (``None`` if the job was not running).
+        """
+        params = {"id": job_id, "error": str(error), "retry_delay": validate.seconds(retry_delay, "retry_delay")}
+        with conn.transaction():
+            row = conn.execute(self._q(sql.FAIL), params).fetchone()
+        return None if row is None else str(row[0])
+
+    def release(self, conn: Connection, job_ids: Iterable[int]) -> None:
+        """Return claimed jobs that were never started to ``pending`` (graceful shutdown)."""
+        ids = list(job_ids)
+        if ids:
+            with conn.transaction():
+                conn.execute(self._q(sql.RELEASE), {"ids": ids})
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def listen(self, conn: Connection) -> None:
+        """Subscribe ``conn`` to this queue's channel. It must be in autocommit mode."""
+        conn.execute(sql.compose(sql.LISTEN, self.schema, channel=self.channel))
+
+    def wait(self, conn: Connection, timeout: float) -> list[str]:
+        """Wait up to ``timeout`` seconds for a new-job notification on a listening connection.
+
+        Returns the payloads (queue names) received, ``[]`` on timeout. A notification can be
+        lost (a dropped connection loses them silently), so always claim after a timeout too.
+        """
+        timeout = validate.seconds(timeout, "timeout")
+        return [n.payload for n in conn.notifies(timeout=timeout, stop_after=1)]
+
+    # -- looking ---------------------------------------------------------------------------
+
+    def status_counts(self, conn: Connection) -> list[tuple[str, int]]:
+        """``[(status, number of jobs), ...]`` for every status, in lifecycle order."""
+        rows = conn.execute(self._q(sql.STATUS_COUNTS), {"statuses": list(sql.STATUSES)}).fetchall()
+        return [(str(s), int(n)) for s, n in rows]
+
+    def jobs(self, conn: Connection) -> list[dict[str, Any]]:
+        """Every job as a dict, ordered by id."""
+        cur = conn.execute(self._q(sql.LIST_JOBS))
+        names = [d.name for d in cur.description or ()]
+        return [dict(zip(names, row)) for row in cur.fetchall()]

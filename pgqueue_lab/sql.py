@@ -1,0 +1,160 @@
+"""Every SQL statement of the queue, in one place, as named constants.
+
+Print any of them in a notebook (``print(sql.CLAIM)``). ``{schema}`` is filled in with
+``psycopg.sql.Identifier`` (see :func:`compose`); ``%(name)s`` placeholders are query
+parameters, sent separately from the SQL, never pasted into it.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql as _sql
+
+#: The job states, in lifecycle order. The table's CHECK constraint enforces them.
+STATUSES = ("pending", "running", "completed", "failed")
+
+CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS {schema}"
+
+#: The jobs table. Each column is explained in notebook 01.
+CREATE_TABLE = """\
+CREATE TABLE IF NOT EXISTS {schema}.jobs (
+    id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue        text        NOT NULL DEFAULT 'default' CHECK (queue <> ''),
+    type         text        NOT NULL CHECK (type <> ''),
+    payload      jsonb       NOT NULL DEFAULT jsonb_build_object(),
+    status       text        NOT NULL DEFAULT 'pending'
+                 CHECK (status IN ('pending', 'running', 'completed', 'failed')),
+    priority     integer     NOT NULL DEFAULT 0,
+    run_at       timestamptz NOT NULL DEFAULT now(),
+    attempts     integer     NOT NULL DEFAULT 0,
+    max_attempts integer     NOT NULL DEFAULT 1 CHECK (max_attempts > 0),
+    last_error   text,
+    errors       jsonb       NOT NULL DEFAULT jsonb_build_array(),
+    worker_id    text,
+    locked_until timestamptz,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    started_at   timestamptz,
+    finished_at  timestamptz
+)"""
+
+#: A partial index holding only pending jobs, in the order the claim takes them.
+CREATE_CLAIM_INDEX = """\
+CREATE INDEX IF NOT EXISTS jobs_claim_idx
+    ON {schema}.jobs (priority DESC, run_at, id)
+    WHERE status = 'pending'"""
+
+DROP_SCHEMA = "DROP SCHEMA IF EXISTS {schema} CASCADE"
+
+#: Insert one job and announce it, in one statement (so one transaction).
+#: ``pg_notify`` is delivered only when the transaction commits.
+ENQUEUE = """\
+WITH job AS (
+    INSERT INTO {schema}.jobs (queue, type, payload, priority, run_at, max_attempts)
+    VALUES (%(queue)s, %(type)s, %(payload)s::jsonb, %(priority)s,
+            now() + make_interval(secs => %(delay)s), %(max_attempts)s)
+    RETURNING id, queue
+)
+SELECT id, pg_notify(%(channel)s, queue) FROM job"""
+
+#: Insert many jobs in one round trip: each column arrives as one array parameter.
+ENQUEUE_MANY = """\
+WITH batch AS (
+    INSERT INTO {schema}.jobs (queue, type, payload, priority, run_at, max_attempts)
+    SELECT queue, type, payload, priority, now() + make_interval(secs => delay), max_attempts
+    FROM unnest(%(queues)s::text[], %(types)s::text[], %(payloads)s::jsonb[],
+                %(priorities)s::int[], %(delays)s::float8[], %(max_attempts)s::int[])
+         WITH ORDINALITY AS t(queue, type, payload, priority, delay, max_attempts, n)
+    ORDER BY n
+    RETURNING id, queue
+), announced AS (
+    SELECT pg_notify(%(channel)s, queue) FROM (SELECT DISTINCT queue FROM batch) AS q
+)
+SELECT id FROM batch, (SELECT count(*) FROM announced) AS sent ORDER BY id"""
+
+#: Claim up to ``limit`` jobs atomically, in one statement.
+#: ``FOR UPDATE SKIP LOCKED`` makes concurrent workers skip rows another worker has locked,
+#: instead of waiting for them or taking them twice.
+CLAIM = """\
+WITH next AS (
+    SELECT id
+    FROM {schema}.jobs
+    WHERE status = 'pending'
+      AND run_at <= now()
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE {schema}.jobs AS j
+    SET status = 'running',
+        attempts = j.attempts + 1,
+        worker_id = %(worker_id)s,
+        started_at = now(),
+        finished_at = NULL,
+        locked_until = now() + make_interval(secs => %(lease)s)
+    FROM next
+    WHERE j.id = next.id
+    RETURNING j.id, j.queue, j.type, j.payload, j.priority, j.run_at, j.attempts, j.max_attempts
+)
+SELECT id, queue, type, payload, attempts, max_attempts
+FROM claimed
+ORDER BY priority DESC, run_at, id"""
+
+#: Mark running jobs completed (a whole batch in one statement).
+COMPLETE = """\
+UPDATE {schema}.jobs
+SET status = 'completed', finished_at = now(), locked_until = NULL
+WHERE id = ANY(%(ids)s) AND status = 'running'
+RETURNING id"""
+
+#: Record a failure. With attempts left the job goes back to ``pending`` after an exponential
+#: backoff (``retry_delay * 2^(attempts-1)``, ±10 % jitter, on the database clock); after its
+#: last attempt it stays ``failed``. Every error is appended to the ``errors`` history.
+FAIL = """\
+UPDATE {schema}.jobs
+SET status       = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,
+    run_at       = CASE WHEN attempts < max_attempts
+                        THEN now() + make_interval(secs =>
+                             %(retry_delay)s * power(2, attempts - 1) * (0.9 + 0.2 * random()))
+                        ELSE run_at END,
+    finished_at  = CASE WHEN attempts < max_attempts THEN NULL ELSE now() END,
+    last_error   = %(error)s,
+    errors       = errors || jsonb_build_array(
+                       jsonb_build_object('attempt', attempts, 'error', %(error)s::text)),
+    locked_until = NULL
+WHERE id = %(id)s AND status = 'running'
+RETURNING status"""
+
+#: Put claimed-but-unstarted jobs back (a worker stopping gracefully), not counting the attempt.
+RELEASE = """\
+UPDATE {schema}.jobs
+SET status = 'pending', attempts = attempts - 1, worker_id = NULL,
+    started_at = NULL, locked_until = NULL
+WHERE id = ANY(%(ids)s) AND status = 'running'"""
+
+#: How many jobs are in each state (every state listed, zero included).
+STATUS_COUNTS = """\
+SELECT s.status, count(j.id) AS jobs
+FROM unnest(%(statuses)s::text[]) WITH ORDINALITY AS s(status, n)
+LEFT JOIN {schema}.jobs AS j ON j.status = s.status
+GROUP BY s.status, s.n
+ORDER BY s.n"""
+
+#: Every job, oldest first.
+LIST_JOBS = """\
+SELECT id, queue, type, payload, status, priority, attempts, max_attempts, last_error,
+       worker_id, created_at, started_at, finished_at
+FROM {schema}.jobs
+ORDER BY id"""
+
+LISTEN = "LISTEN {channel}"
+UNLISTEN = "UNLISTEN {channel}"
+
+
+def compose(statement: str, schema: str, **identifiers: str) -> _sql.Composed:
+    """Fill ``{schema}`` (and any other ``{name}``) with quoted identifiers.
+
+    :param statement: one of the constants above.
+    :param schema: the schema name, already validated.
+    """
+    names = {key: _sql.Identifier(value) for key, value in identifiers.items()}
+    return _sql.SQL(statement).format(schema=_sql.Identifier(schema), **names)

@@ -1,0 +1,103 @@
+"""Checks on user input, run before anything is sent to the database.
+
+Each check raises :class:`~pgqueue_lab.errors.InvalidInputError` with a message naming the
+problem, so a bad call leaves the queue exactly as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from .errors import InvalidInputError
+
+_SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]*")
+#: Schema names are kept short so that the notification channel ``<schema>_jobs`` fits
+#: PostgreSQL's 63-byte identifier limit.
+MAX_SCHEMA_LENGTH = 50
+_RESERVED_SCHEMAS = {"public", "information_schema"}
+
+
+def schema_name(name: object) -> str:
+    """Return ``name`` if it is a usable schema name for a queue.
+
+    Lower-case letters, digits and ``_``, starting with a letter or ``_``, at most 50
+    characters; not ``public``, ``information_schema`` or a ``pg_`` name (the queue's ``drop()``
+    removes the whole schema).
+    """
+    if not isinstance(name, str):
+        raise InvalidInputError(f"schema name must be a string, got {type(name).__name__}")
+    if not _SCHEMA_RE.fullmatch(name) or len(name) > MAX_SCHEMA_LENGTH:
+        raise InvalidInputError(
+            f"invalid schema name {name!r}: use lower-case letters, digits and '_', starting "
+            f"with a letter or '_', at most {MAX_SCHEMA_LENGTH} characters"
+        )
+    if name in _RESERVED_SCHEMAS or name.startswith("pg_"):
+        raise InvalidInputError(
+            f"invalid schema name {name!r}: it is a system schema, and dropping the queue "
+            "drops its schema; choose a name of your own"
+        )
+    return name
+
+
+def job_type(value: object, *, what: str = "job type") -> str:
+    """Return ``value`` if it is a non-empty string without surrounding spaces."""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}: {value!r}")
+    if not value.strip():
+        raise InvalidInputError(f"{what} must not be empty")
+    if value != value.strip():
+        raise InvalidInputError(f"{what} {value!r} has leading or trailing spaces")
+    return value
+
+
+def payload_json(payload: object) -> str:
+    """Serialise a payload to JSON text, or say why it cannot be.
+
+    NaN and infinity are refused: they are not JSON, and PostgreSQL's ``jsonb`` rejects them.
+    """
+    try:
+        return json.dumps(payload, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"payload is not JSON-serialisable: {exc}") from None
+
+
+def positive_int(value: object, name: str) -> int:
+    """Return ``value`` if it is an ``int`` >= 1 (``bool`` is refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(f"{name} must be an integer, got {type(value).__name__}: {value!r}")
+    if value < 1:
+        raise InvalidInputError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def integer(value: object, name: str) -> int:
+    """Return ``value`` if it is an ``int`` that fits PostgreSQL's ``integer``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(f"{name} must be an integer, got {type(value).__name__}: {value!r}")
+    if not -(2**31) <= value < 2**31:
+        raise InvalidInputError(f"{name} {value} does not fit a 32-bit integer")
+    return value
+
+
+def seconds(value: object, name: str) -> float:
+    """Return ``value`` as a float if it is a finite number of seconds >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInputError(f"{name} must be a number of seconds, got {type(value).__name__}: {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise InvalidInputError(f"{name} must be a finite number of seconds >= 0, got {value}")
+    return float(value)
+
+
+def queue_names(queues: Any) -> list[str] | None:
+    """Return a list of queue names (or ``None`` for every queue)."""
+    if queues is None:
+        return None
+    if isinstance(queues, str):
+        queues = [queues]
+    names = [job_type(q, what="queue name") for q in queues]
+    if not names:
+        raise InvalidInputError("queues must name at least one queue (or be None for all)")
+    return names
