@@ -32,7 +32,9 @@ def _db_status() -> int:
 
 def _db_stop() -> int:
     if db.source() != "embedded":
-        print(f"{db.DSN_ENV} points at an external server ({db.describe_dsn(db.get_dsn())}); nothing to stop.")
+        print(
+            f"{db.DSN_ENV} points at an external server ({db.describe_dsn(db.get_dsn())}); nothing to stop."
+        )
         return 0
     print(db.stop_embedded())
     return 0

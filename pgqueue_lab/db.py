@@ -202,7 +202,12 @@ def stop_embedded() -> str:
         if info is None or not info.is_running():
             return f"The embedded server ({pgdata}) is not running."
         user = "pgserver" if _is_root() else None
-        pgexec("pg_ctl", ("-w", "-D", str(pgdata), "stop"), bin_path=utils.POSTGRES_VERSIONS[_pg_major()], user=user)
+        pgexec(
+            "pg_ctl",
+            ("-w", "-D", str(pgdata), "stop"),
+            bin_path=utils.POSTGRES_VERSIONS[_pg_major()],
+            user=user,
+        )
         (pgdata / ".handle_pids.json").write_text("[]")
     global _embedded_uri
     _embedded_uri = None

@@ -200,7 +200,11 @@ class Queue:
         With attempts left it returns to ``pending``, due after an exponential backoff;
         otherwise it becomes ``failed``. Returns the new status (``None`` if the job was not running).
         """
-        params = {"id": job_id, "error": str(error), "retry_delay": validate.seconds(retry_delay, "retry_delay")}
+        params = {
+            "id": job_id,
+            "error": str(error),
+            "retry_delay": validate.seconds(retry_delay, "retry_delay"),
+        }
         with conn.transaction():
             row = conn.execute(self._q(sql.FAIL), params).fetchone()
         return None if row is None else str(row[0])
@@ -238,4 +242,4 @@ class Queue:
         """Every job as a dict, ordered by id."""
         cur = conn.execute(self._q(sql.LIST_JOBS))
         names = [d.name for d in cur.description or ()]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]

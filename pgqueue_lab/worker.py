@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from . import db, validate
+from .errors import DatabaseUnavailableError
 from .queue import Connection, Job, Queue
 
 Handler = Callable[[Job], Any]
@@ -104,11 +105,15 @@ class Worker:
         """Start the threads (and a LISTEN thread unless ``until_empty``) and return at once."""
         self._stop.clear()
         self._threads = [
-            threading.Thread(target=self._loop, args=(f"{self.name}-{i}", until_empty), name=f"{self.name}-{i}")
+            threading.Thread(
+                target=self._loop, args=(f"{self.name}-{i}", until_empty), name=f"{self.name}-{i}"
+            )
             for i in range(1, self.threads + 1)
         ]
         if not until_empty:
-            self._threads.append(threading.Thread(target=self._listen_loop, name=f"{self.name}-listen", daemon=True))
+            self._threads.append(
+                threading.Thread(target=self._listen_loop, name=f"{self.name}-listen", daemon=True)
+            )
         for thread in self._threads:
             thread.start()
 
@@ -158,7 +163,7 @@ class Worker:
                     self._sleep(generation)
                     continue
                 self._run_batch(conn, worker_id, jobs)
-            except (psycopg.OperationalError, db.DatabaseUnavailableError) as exc:
+            except (psycopg.OperationalError, DatabaseUnavailableError) as exc:
                 _log.warning("%s lost its connection (%s); reconnecting in %.1fs", worker_id, exc, pause)
                 with self._lock:
                     self.stats.reconnects += 1
@@ -202,6 +207,6 @@ class Worker:
                         payloads = self.queue.wait(conn, timeout=0.5)
                         if payloads and (self.queues is None or set(payloads) & set(self.queues)):
                             self._notify_all()
-            except (psycopg.Error, db.DatabaseUnavailableError) as exc:
+            except (psycopg.Error, DatabaseUnavailableError) as exc:
                 _log.warning("listener lost its connection (%s); polling continues", exc)
                 self._stop.wait(1.0)

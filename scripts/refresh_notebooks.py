@@ -35,7 +35,9 @@ def refresh(path: Path) -> float:
 
 def main(prefixes: list[str]) -> int:
     os.environ.setdefault(db.DSN_ENV, db.embedded_uri())
-    paths = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]-*.ipynb") if not prefixes or p.name.startswith(tuple(prefixes)))
+    paths = sorted(
+        p for p in NOTEBOOKS.glob("[0-9][0-9]-*.ipynb") if not prefixes or p.name.startswith(tuple(prefixes))
+    )
     if not paths:
         print("no notebook matched", file=sys.stderr)
         return 1

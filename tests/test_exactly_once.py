@@ -14,7 +14,9 @@ JOBS = 20_000
 THREADS = 8
 
 
-def test_worker_threads_run_every_job_exactly_once(dsn: str, conn: psycopg.Connection[Any], queue: Queue) -> None:
+def test_worker_threads_run_every_job_exactly_once(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
     ids = queue.enqueue_many(conn, [("noop", {"n": i}) for i in range(JOBS)])
     ledger: Counter[int] = Counter()
     lock = threading.Lock()
@@ -32,12 +34,16 @@ def test_worker_threads_run_every_job_exactly_once(dsn: str, conn: psycopg.Conne
     assert queue.status_counts(conn) == [("pending", 0), ("running", 0), ("completed", JOBS), ("failed", 0)]
     assert len(stats.completed) == THREADS  # every thread took part
     rows = conn.execute(
-        psycopg.sql.SQL("SELECT count(DISTINCT worker_id) FROM {}.jobs").format(psycopg.sql.Identifier(queue.schema))
+        psycopg.sql.SQL("SELECT count(DISTINCT worker_id) FROM {}.jobs").format(
+            psycopg.sql.Identifier(queue.schema)
+        )
     ).fetchone()
     assert rows == (THREADS,)
 
 
-def test_claims_released_together_never_overlap(dsn: str, conn: psycopg.Connection[Any], queue: Queue) -> None:
+def test_claims_released_together_never_overlap(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
     """Raw claim() calls from threads released at once by a barrier: disjoint, complete."""
     ids = queue.enqueue_many(conn, [("t", {})] * 2_000)
     barrier = threading.Barrier(THREADS)

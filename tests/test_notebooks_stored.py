@@ -28,7 +28,9 @@ def test_notebook_is_stored_executed_in_order(path: Path) -> None:
     cells = _code_cells(path)
     counts = [c.get("execution_count") for c in cells]
     assert None not in counts, f"{path.name}: unexecuted cells; run scripts/refresh_notebooks.py"
-    assert counts == list(range(1, len(cells) + 1)), f"{path.name}: cells not run top to bottom once: {counts}"
+    assert counts == list(range(1, len(cells) + 1)), (
+        f"{path.name}: cells not run top to bottom once: {counts}"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
@@ -37,7 +39,9 @@ def test_at_most_one_cell_in_four_is_exempt_and_each_says_why(path: Path) -> Non
     exempt = [c for c in cells if any(m in c.source for m in EXEMPT_MARKERS)]
     assert len(exempt) * 4 <= len(cells), f"{path.name}: {len(exempt)} of {len(cells)} code cells exempt"
     for cell in exempt:
-        marker_line = next(line for line in cell.source.splitlines() if line.strip().startswith(EXEMPT_MARKERS))
+        marker_line = next(
+            line for line in cell.source.splitlines() if line.strip().startswith(EXEMPT_MARKERS)
+        )
         rest = marker_line.split(None, 2)[2:] if marker_line.count(" ") >= 2 else []
         assert rest and rest[0].strip(" -:"), f"{path.name}: {marker_line!r} gives no reason"
 

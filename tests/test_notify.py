@@ -32,7 +32,9 @@ def test_no_notification_on_rollback(conn: psycopg.Connection[Any], queue: Queue
     assert queue.jobs(conn) == []
 
 
-def test_notification_waits_for_the_commit(conn: psycopg.Connection[Any], queue: Queue, listener: Any) -> None:
+def test_notification_waits_for_the_commit(
+    conn: psycopg.Connection[Any], queue: Queue, listener: Any
+) -> None:
     with conn.transaction():
         queue.enqueue(conn, "email")
         assert queue.wait(listener, timeout=0.3) == []  # not yet: still in the transaction

@@ -33,7 +33,9 @@ def test_status_is_enforced_by_the_database(conn: psycopg.Connection[Any], queue
         )
 
 
-def test_lifecycle_records_timestamps_attempts_and_worker(conn: psycopg.Connection[Any], queue: Queue) -> None:
+def test_lifecycle_records_timestamps_attempts_and_worker(
+    conn: psycopg.Connection[Any], queue: Queue
+) -> None:
     job_id = queue.enqueue(conn, "email", {"to": "alice@example.com"})
     (job,) = queue.jobs(conn)
     assert (job["id"], job["status"], job["attempts"]) == (job_id, "pending", 0)
@@ -92,7 +94,7 @@ def test_jsonb_round_trip_nested_and_unicode(conn: psycopg.Connection[Any], queu
         "to": "zoë@example.com",
         "subject": "Grüße 👋 — 你好",
         "nested": {"list": [1, 2.5, None, True, {"deep": ["x"]}], "empty": {}},
-        "quote": "it's \"quoted\" \\ backslash",
+        "quote": 'it\'s "quoted" \\ backslash',
     }
     queue.enqueue(conn, "email", payload)
     (job,) = queue.claim(conn, "w")
@@ -152,11 +154,15 @@ def test_delayed_jobs_and_named_queues(conn: psycopg.Connection[Any], queue: Que
     assert later not in [j["id"] for j in queue.jobs(conn) if j["status"] == "running"]
 
 
-def test_release_returns_jobs_without_counting_an_attempt(conn: psycopg.Connection[Any], queue: Queue) -> None:
+def test_release_returns_jobs_without_counting_an_attempt(
+    conn: psycopg.Connection[Any], queue: Queue
+) -> None:
     ids = queue.enqueue_many(conn, [("t", {}), ("t", {})])
     queue.claim(conn, "w", limit=2)
     queue.release(conn, ids)
-    assert [(j["status"], j["attempts"], j["worker_id"]) for j in queue.jobs(conn)] == [("pending", 0, None)] * 2
+    assert [(j["status"], j["attempts"], j["worker_id"]) for j in queue.jobs(conn)] == [
+        ("pending", 0, None)
+    ] * 2
 
 
 def test_status_counts_lists_every_status(conn: psycopg.Connection[Any], queue: Queue) -> None:
@@ -174,7 +180,10 @@ def test_report_frames(conn: psycopg.Connection[Any], queue: Queue) -> None:
     queue.enqueue_many(conn, [("email", {"to": "a"}), ("report", {})])
     queue.claim(conn, "w")
     df = report.jobs_frame(conn, queue, ["type", "status"])
-    assert df.to_dict("records") == [{"type": "email", "status": "running"}, {"type": "report", "status": "pending"}]
+    assert df.to_dict("records") == [
+        {"type": "email", "status": "running"},
+        {"type": "report", "status": "pending"},
+    ]
     counts = report.status_frame(conn, queue)
     assert counts["jobs"].to_dict() == {"pending": 1, "running": 1, "completed": 0, "failed": 0}
 

@@ -1,0 +1,117 @@
+"""Bad input: a clear exception naming the problem, before anything reaches the database.
+
+Each call is made with a *closed* connection as well: if anything were sent to the database
+first, psycopg would raise OperationalError instead of our InvalidInputError.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgqueue_lab import InvalidInputError, Queue, Worker, db
+
+BAD_CALLS: dict[str, tuple[Callable[[Queue, Any], Any], str]] = {
+    "payload with a set": (lambda q, c: q.enqueue(c, "email", {"to": {"a", "b"}}), "not JSON-serialisable"),
+    "payload with a datetime": (
+        lambda q, c: q.enqueue(c, "email", {"at": datetime.datetime(2026, 1, 1)}),
+        "not JSON-serialisable",
+    ),
+    "payload with NaN": (lambda q, c: q.enqueue(c, "t", {"x": float("nan")}), "not JSON-serialisable"),
+    "empty job type": (lambda q, c: q.enqueue(c, "", {}), "job type must not be empty"),
+    "blank job type": (lambda q, c: q.enqueue(c, "   ", {}), "job type must not be empty"),
+    "job type not a string": (lambda q, c: q.enqueue(c, 42, {}), "job type must be a string"),
+    "job type None": (lambda q, c: q.enqueue(c, None, {}), "job type must be a string"),
+    "negative delay": (lambda q, c: q.enqueue(c, "t", delay=-1), "delay must be a finite number"),
+    "zero max_attempts": (lambda q, c: q.enqueue(c, "t", max_attempts=0), "max_attempts must be at least 1"),
+    "huge priority": (lambda q, c: q.enqueue(c, "t", priority=2**40), "does not fit"),
+    "bad job in a batch": (
+        lambda q, c: q.enqueue_many(c, [("t", {}), ("t", {}), ("", {})]),
+        "job type must not be empty (job #2 of the batch)",
+    ),
+    "unserialisable payload in a batch": (
+        lambda q, c: q.enqueue_many(c, [("t", {}), ("t", {"x": object()})]),
+        "not JSON-serialisable",
+    ),
+    "malformed batch item": (lambda q, c: q.enqueue_many(c, ["email"]), "job #0 of the batch must be"),
+    "negative batch size": (lambda q, c: q.claim(c, "w", limit=-5), "limit must be at least 1, got -5"),
+    "zero batch size": (lambda q, c: q.claim(c, "w", limit=0), "limit must be at least 1"),
+    "batch size not an int": (lambda q, c: q.claim(c, "w", limit=2.5), "limit must be an integer"),
+    "empty worker id": (lambda q, c: q.claim(c, ""), "worker_id must not be empty"),
+    "empty queue list": (lambda q, c: q.claim(c, "w", queues=[]), "queues must name at least one queue"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CALLS))
+def test_bad_input_is_refused_before_the_database(
+    case: str, dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    call, message = BAD_CALLS[case]
+    queue.enqueue(conn, "existing", {"keep": True})
+    before = queue.jobs(conn)
+
+    with pytest.raises(InvalidInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        call(queue, conn)
+    assert queue.jobs(conn) == before, "the queue changed"
+
+    closed = db.connect(dsn)
+    closed.close()
+    with pytest.raises(InvalidInputError):  # not OperationalError: nothing was sent
+        call(queue, closed)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("Robert'); DROP TABLE jobs;--", "invalid schema name"),
+        ("MixedCase", "invalid schema name"),
+        ("9lives", "invalid schema name"),
+        ("", "invalid schema name"),
+        ("x" * 51, "at most 50 characters"),
+        ("public", "system schema"),
+        ("pg_catalog", "system schema"),
+        (None, "schema name must be a string"),
+    ],
+)
+def test_invalid_schema_names(name: Any, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        Queue(name)
+
+
+def test_invalid_input_is_also_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        Queue("no spaces allowed")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"threads": 0}, "threads must be at least 1"),
+        ({"batch_size": -1}, "batch_size must be at least 1"),
+        ({"poll_interval": -0.5}, "poll_interval must be a finite number"),
+    ],
+)
+def test_bad_worker_settings(dsn: str, queue: Queue, kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        Worker(queue, {"t": print}, dsn=dsn, **kwargs)
+
+
+def test_handler_error_fails_the_job_and_unknown_types_too(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    def broken(job: Any) -> None:
+        raise KeyError("missing 'to'")
+
+    queue.enqueue_many(conn, [("broken", {}), ("unknown", {}), ("ok", {})])
+    stats = Worker(queue, {"broken": broken, "ok": lambda job: None}, dsn=dsn).run()
+    rows = [(j["type"], j["status"], j["last_error"]) for j in queue.jobs(conn)]
+    assert rows == [
+        ("broken", "failed", "KeyError: \"missing 'to'\""),
+        ("unknown", "failed", "LookupError: no handler for job type 'unknown'"),
+        ("ok", "completed", None),
+    ]
+    assert (stats.total_completed, stats.total_failed) == (1, 2)

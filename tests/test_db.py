@@ -1,0 +1,127 @@
+"""Where the database comes from: the DSN variable, the embedded server, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pgqueue_lab import db
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pgqueue_lab.cli", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    ("dsn", "masked"),
+    [
+        (
+            "postgresql://learner:s3cret@db.school.example:5432/course",
+            "postgresql://learner:***@db.school.example:5432/course",
+        ),
+        ("postgresql://postgres@127.0.0.1/test", "postgresql://postgres@127.0.0.1/test"),
+        ("host=127.0.0.1 password=s3cret dbname=x", "host=127.0.0.1 password=*** dbname=x"),
+        ("host=h password='two words' dbname=x", "host=h password=*** dbname=x"),
+    ],
+)
+def test_passwords_are_masked(dsn: str, masked: str) -> None:
+    assert db.mask_dsn(dsn) == masked
+
+
+def test_db_url_prints_the_masked_dsn() -> None:
+    env = {**os.environ, db.DSN_ENV: "postgresql://learner:s3cret@127.0.0.1:5999/course"}
+    result = _cli("db", "url", env=env)
+    assert (result.returncode, result.stdout) == (0, "postgresql://learner:***@127.0.0.1:5999/course\n")
+
+
+def test_unreachable_dsn_gives_one_clear_error() -> None:
+    env = {**os.environ, db.DSN_ENV: "postgresql://learner:s3cret@127.0.0.1:1/course"}
+    for args in (("demo",), ("db", "status")):
+        result = _cli(*args, env=env)
+        assert result.returncode == 2
+        err = result.stderr
+        assert "Traceback" not in err and "s3cret" not in err
+        assert err.startswith(
+            "pgqueue-lab: error: Cannot connect to PostgreSQL at host 127.0.0.1, port 1, database course"
+        )
+        assert "docker compose up -d" in err and f"unset {db.DSN_ENV}" in err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_connect_raises_database_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(db.DatabaseUnavailableError, match="port 1, database nowhere") as info:
+        db.connect("postgresql://u:pw@127.0.0.1:1/nowhere", connect_timeout=2)
+    assert "pw" not in str(info.value).replace("port", "")
+
+
+def test_db_status_reports_the_source(dsn: str) -> None:
+    result = _cli("db", "status", env={**os.environ, db.DSN_ENV: dsn})
+    assert result.returncode == 0, result.stderr
+    assert "source:   PGQUEUE_LAB_DSN" in result.stdout and "status:   reachable" in result.stdout
+
+
+def test_embedded_data_dir_is_named_by_version_and_kept_out_of_roots_home(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(db.PGDATA_ENV, raising=False)
+    path = db.embedded_data_dir()
+    assert path.name == f"pg{db._pg_major()}" and " " not in str(path)
+    if os.geteuid() == 0:
+        assert not str(path).startswith(str(Path.home()))
+    monkeypatch.setenv(db.PGDATA_ENV, "/srv/course-db/pg18")
+    assert db.embedded_data_dir() == Path("/srv/course-db/pg18")
+
+
+def test_server_killed_holders_are_pruned_so_the_last_process_stops_it(tmp_path: Path) -> None:
+    """A SIGKILLed process stays in the server's handle file; the next attach must prune it.
+
+    Otherwise the server would never be stopped again: the last real process would always see
+    the dead PID and think somebody still uses the server.
+    """
+    pgdata = tmp_path / "pg"
+    env = {k: v for k, v in os.environ.items() if k != db.DSN_ENV}
+    env[db.PGDATA_ENV] = str(pgdata)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from pgqueue_lab import db; db.embedded_uri(); print('ready', flush=True); "
+            "import time; time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    handles = pgdata / ".handle_pids.json"
+    assert json.loads(handles.read_text()) == [holder.pid]  # the flaw: the dead PID stays
+    assert (pgdata / "postmaster.pid").exists()  # and the server keeps running
+
+    script = (
+        "from pgqueue_lab import db; "
+        "c = db.connect(); print(c.execute('select 1').fetchone()[0]); c.close(); "
+        "import json, os, pathlib; print(json.loads(pathlib.Path(os.environ['PGQUEUE_LAB_PGDATA'], "
+        "'.handle_pids.json').read_text()) == [os.getpid()])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.stdout.split() == ["1", "True"], result.stderr
+    deadline = time.monotonic() + 20
+    while (pgdata / "postmaster.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not (pgdata / "postmaster.pid").exists(), "the last process did not stop the server"
+    assert json.loads(handles.read_text()) == []
