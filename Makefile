@@ -1,0 +1,34 @@
+# One command for each routine job. Run inside the project's virtualenv.
+PY ?= python
+
+.PHONY: install demo lab test test-server notebooks lint format typecheck ci
+
+install:            ## install the package with everything a contributor needs
+	$(PY) -m pip install -e ".[dev]"
+
+demo:               ## the seed's walk-through on the embedded database (or PGQUEUE_LAB_DSN)
+	pgqueue-lab demo
+
+lab:                ## open the course in JupyterLab
+	jupyter lab notebooks/
+
+test:               ## tests + every notebook under strict nbval
+	$(PY) -m pytest
+
+test-server:        ## the same against the local PostgreSQL server
+	PGQUEUE_LAB_DSN=postgresql://postgres@127.0.0.1:5432/test $(PY) -m pytest
+
+notebooks:          ## re-execute every notebook and store its outputs (after changing one)
+	$(PY) scripts/refresh_notebooks.py
+
+lint:               ## ruff lint + format check (notebooks included)
+	ruff check . && ruff format --check .
+
+format:             ## apply ruff's fixes and formatting
+	ruff check --fix . && ruff format .
+
+typecheck:          ## mypy on the helper module
+	mypy
+
+ci:                 ## what CI runs
+	bash .ci/run
