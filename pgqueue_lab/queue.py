@@ -81,9 +81,14 @@ class Queue:
     # -- schema ----------------------------------------------------------------------------
 
     def create(self, conn: Connection) -> None:
-        """Create the schema, the ``jobs`` table and the claim index (idempotent)."""
+        """Create the schema, the ``jobs`` table and its two partial indexes (idempotent)."""
         with conn.transaction():
-            for statement in (sql.CREATE_SCHEMA, sql.CREATE_TABLE, sql.CREATE_CLAIM_INDEX):
+            for statement in (
+                sql.CREATE_SCHEMA,
+                sql.CREATE_TABLE,
+                sql.CREATE_CLAIM_INDEX,
+                sql.CREATE_LEASE_INDEX,
+            ):
                 conn.execute(self._q(statement))
 
     def drop(self, conn: Connection) -> None:

@@ -42,6 +42,12 @@ CREATE INDEX IF NOT EXISTS jobs_claim_idx
     ON {schema}.jobs (priority DESC, run_at, id)
     WHERE status = 'pending'"""
 
+#: A partial index holding only running jobs, by lease expiry: finds abandoned jobs quickly.
+CREATE_LEASE_INDEX = """\
+CREATE INDEX IF NOT EXISTS jobs_lease_idx
+    ON {schema}.jobs (locked_until)
+    WHERE status = 'running'"""
+
 DROP_SCHEMA = "DROP SCHEMA IF EXISTS {schema} CASCADE"
 
 #: Insert one job and announce it, in one statement (so one transaction).

@@ -18,7 +18,7 @@ def test_create_is_idempotent_and_drop_removes_everything(conn: psycopg.Connecti
     indexes = conn.execute(
         "SELECT indexname FROM pg_indexes WHERE schemaname = %s ORDER BY indexname", [q.schema]
     ).fetchall()
-    assert [r[0] for r in indexes] == ["jobs_claim_idx", "jobs_pkey"]
+    assert [r[0] for r in indexes] == ["jobs_claim_idx", "jobs_lease_idx", "jobs_pkey"]
     q.drop(conn)
     left = conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", [q.schema]).fetchone()
     assert left == (0,)
