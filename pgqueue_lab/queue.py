@@ -191,24 +191,44 @@ class Queue:
             rows = conn.execute(self._q(sql.CLAIM), params).fetchall()
         return [Job(*row) for row in rows]
 
-    def complete(self, conn: Connection, job_ids: int | Iterable[int]) -> int:
-        """Mark running jobs ``completed``. Returns how many changed (jobs not running are skipped)."""
+    def complete(
+        self, conn: Connection, job_ids: int | Iterable[int], *, worker_id: str | None = None
+    ) -> int:
+        """Mark running jobs ``completed``. Returns how many changed.
+
+        Jobs that are not running are skipped. With ``worker_id``, so are jobs now held by
+        another worker (the lease expired and the job was rescued: this run was too late).
+        """
         ids = [job_ids] if isinstance(job_ids, int) else list(job_ids)
         if not ids:
             return 0
         with conn.transaction():
-            return len(conn.execute(self._q(sql.COMPLETE), {"ids": ids}).fetchall())
+            rows = conn.execute(self._q(sql.COMPLETE), {"ids": ids, "worker_id": worker_id}).fetchall()
+        return len(rows)
 
-    def fail(self, conn: Connection, job_id: int, error: str, *, retry_delay: float = 1.0) -> str | None:
+    def fail(
+        self,
+        conn: Connection,
+        job_id: int,
+        error: str,
+        *,
+        retry_delay: float = 1.0,
+        max_delay: float = 300.0,
+        worker_id: str | None = None,
+    ) -> str | None:
         """Record that a running job failed.
 
-        With attempts left it returns to ``pending``, due after an exponential backoff;
-        otherwise it becomes ``failed``. Returns the new status (``None`` if the job was not running).
+        With attempts left it returns to ``pending``, due after ``retry_delay * 2^(attempts-1)``
+        seconds (at most ``max_delay``, ±10 % jitter); otherwise it becomes ``failed`` (a dead
+        letter). Returns the new status, or ``None`` if the job was not running (or, with
+        ``worker_id``, is held by another worker).
         """
         params = {
             "id": job_id,
             "error": str(error),
             "retry_delay": validate.seconds(retry_delay, "retry_delay"),
+            "max_delay": validate.seconds(max_delay, "max_delay"),
+            "worker_id": worker_id,
         }
         with conn.transaction():
             row = conn.execute(self._q(sql.FAIL), params).fetchone()
@@ -220,6 +240,54 @@ class Queue:
         if ids:
             with conn.transaction():
                 conn.execute(self._q(sql.RELEASE), {"ids": ids})
+
+    # -- crashes, dead letters -------------------------------------------------------------
+
+    def heartbeat(self, conn: Connection, worker_id: str, job_ids: Iterable[int], lease: float) -> list[int]:
+        """Extend the lease of jobs ``worker_id`` is running by ``lease`` seconds from now.
+
+        Returns the ids still held; a missing id was rescued from this worker (its lease expired).
+        """
+        ids = list(job_ids)
+        if not ids:
+            return []
+        params = {"ids": ids, "worker_id": worker_id, "lease": validate.seconds(lease, "lease")}
+        with conn.transaction():
+            return [int(r[0]) for r in conn.execute(self._q(sql.HEARTBEAT), params).fetchall()]
+
+    def rescue(self, conn: Connection) -> list[tuple[int, str]]:
+        """Return jobs whose lease expired to ``pending`` (or ``failed`` if out of attempts).
+
+        Returns ``[(id, new status), ...]``. Safe to run from every worker at any time.
+        """
+        with conn.transaction():
+            rows = conn.execute(self._q(sql.RESCUE)).fetchall()
+        return sorted((int(i), str(s)) for i, s in rows)
+
+    def dead_letters(self, conn: Connection) -> list[dict[str, Any]]:
+        """Jobs that used up their attempts (status ``failed``), with their error history."""
+        cur = conn.execute(self._q(sql.DEAD_LETTERS))
+        names = [d.name for d in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def requeue(self, conn: Connection, job_ids: int | Iterable[int]) -> list[int]:
+        """Give failed jobs a fresh set of attempts; returns the ids requeued (others are skipped)."""
+        ids = [job_ids] if isinstance(job_ids, int) else list(job_ids)
+        if not ids:
+            return []
+        with conn.transaction():
+            rows = conn.execute(self._q(sql.REQUEUE), {"ids": ids, "channel": self.channel}).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def next_due(self, conn: Connection, queues: Sequence[str] | str | None = None) -> float | None:
+        """Seconds until the next pending job is due (0 if one is due now, ``None`` if none pends)."""
+        row = conn.execute(self._q(sql.NEXT_DUE), {"queues": validate.queue_names(queues)}).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def has_work(self, conn: Connection, queues: Sequence[str] | str | None = None) -> bool:
+        """Whether any job is pending or running."""
+        row = conn.execute(self._q(sql.HAS_WORK), {"queues": validate.queue_names(queues)}).fetchone()
+        return bool(row and row[0])
 
     # -- waiting ---------------------------------------------------------------------------
 

@@ -110,17 +110,20 @@ COMPLETE = """\
 UPDATE {schema}.jobs
 SET status = 'completed', finished_at = now(), locked_until = NULL
 WHERE id = ANY(%(ids)s) AND status = 'running'
+  AND (%(worker_id)s::text IS NULL OR worker_id = %(worker_id)s)
 RETURNING id"""
 
 #: Record a failure. With attempts left the job goes back to ``pending`` after an exponential
-#: backoff (``retry_delay * 2^(attempts-1)``, ±10 % jitter, on the database clock); after its
-#: last attempt it stays ``failed``. Every error is appended to the ``errors`` history.
+#: backoff (``retry_delay * 2^(attempts-1)``, at most ``max_delay``, ±10 % jitter, on the
+#: database clock); after its last attempt it stays ``failed``, the dead-letter state.
+#: Every error is appended to the ``errors`` history.
 FAIL = """\
 UPDATE {schema}.jobs
 SET status       = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,
     run_at       = CASE WHEN attempts < max_attempts
                         THEN now() + make_interval(secs =>
-                             %(retry_delay)s * power(2, attempts - 1) * (0.9 + 0.2 * random()))
+                             least(%(retry_delay)s * power(2, attempts - 1), %(max_delay)s)
+                             * (0.9 + 0.2 * random()))
                         ELSE run_at END,
     finished_at  = CASE WHEN attempts < max_attempts THEN NULL ELSE now() END,
     last_error   = %(error)s,
@@ -128,6 +131,7 @@ SET status       = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed
                        jsonb_build_object('attempt', attempts, 'error', %(error)s::text)),
     locked_until = NULL
 WHERE id = %(id)s AND status = 'running'
+  AND (%(worker_id)s::text IS NULL OR worker_id = %(worker_id)s)
 RETURNING status"""
 
 #: Put claimed-but-unstarted jobs back (a worker stopping gracefully), not counting the attempt.
@@ -136,6 +140,69 @@ UPDATE {schema}.jobs
 SET status = 'pending', attempts = attempts - 1, worker_id = NULL,
     started_at = NULL, locked_until = NULL
 WHERE id = ANY(%(ids)s) AND status = 'running'"""
+
+#: A live worker extends the lease of the jobs it is running (its heartbeat).
+HEARTBEAT = """\
+UPDATE {schema}.jobs
+SET locked_until = now() + make_interval(secs => %(lease)s)
+WHERE id = ANY(%(ids)s) AND status = 'running' AND worker_id = %(worker_id)s
+RETURNING id"""
+
+#: Rescue jobs whose lease expired: their worker crashed, hung or lost its connection.
+#: The lost run counts as an attempt: with attempts left the job is pending again at once,
+#: otherwise it is failed.
+RESCUE = """\
+UPDATE {schema}.jobs AS j
+SET status       = CASE WHEN j.attempts < j.max_attempts THEN 'pending' ELSE 'failed' END,
+    run_at       = now(),
+    finished_at  = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE now() END,
+    last_error   = lost.error,
+    errors       = j.errors || jsonb_build_array(
+                       jsonb_build_object('attempt', j.attempts, 'error', lost.error)),
+    worker_id    = NULL,
+    locked_until = NULL
+FROM (
+    SELECT id, 'lease expired: worker ' || coalesce(worker_id, '?') || ' stopped responding' AS error
+    FROM {schema}.jobs
+    WHERE status = 'running' AND locked_until < now()
+    FOR UPDATE SKIP LOCKED
+) AS lost
+WHERE j.id = lost.id
+RETURNING j.id, j.status"""
+
+#: Seconds until the next pending job is due (NULL if none is pending): an idle worker sleeps
+#: no longer than this, so a scheduled job starts on time.
+NEXT_DUE = """\
+SELECT greatest(0, extract(epoch FROM min(run_at) - now()))::float8
+FROM {schema}.jobs
+WHERE status = 'pending'
+  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))"""
+
+#: Is any job still pending or running? (A draining worker stops when not.)
+HAS_WORK = """\
+SELECT EXISTS (
+    SELECT 1 FROM {schema}.jobs
+    WHERE status IN ('pending', 'running')
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+)"""
+
+#: The dead letters: jobs that used up their attempts, with their error history.
+DEAD_LETTERS = """\
+SELECT id, queue, type, payload, attempts, max_attempts, last_error, errors
+FROM {schema}.jobs
+WHERE status = 'failed'
+ORDER BY id"""
+
+#: Give failed jobs a fresh set of attempts (after fixing what made them fail), and announce them.
+REQUEUE = """\
+WITH requeued AS (
+    UPDATE {schema}.jobs
+    SET status = 'pending', attempts = 0, run_at = now(), finished_at = NULL,
+        worker_id = NULL, locked_until = NULL
+    WHERE id = ANY(%(ids)s) AND status = 'failed'
+    RETURNING id, queue
+)
+SELECT id, pg_notify(%(channel)s, queue) FROM requeued ORDER BY id"""
 
 #: How many jobs are in each state (every state listed, zero included).
 STATUS_COUNTS = """\

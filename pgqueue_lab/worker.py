@@ -2,8 +2,13 @@
 
 Each thread loops: claim a batch (one statement, ``FOR UPDATE SKIP LOCKED``), run the handler of
 each job, mark the successes completed in one statement and each failure failed. When nothing
-is due it sleeps until a NOTIFY arrives or ``poll_interval`` passes (the polling fallback, so a
-lost notification never strands a job). A lost connection is reopened after a short pause.
+is due it sleeps until a NOTIFY arrives, the next scheduled job is due, or ``poll_interval``
+passes (the polling fallback, so a lost notification never strands a job).
+
+A housekeeping thread keeps the claims alive: it extends the lease of every job the worker
+holds (heartbeat), fails a job whose handler overran its timeout, and rescues jobs whose lease
+expired because *another* worker crashed, hung or lost its connection. A lost connection is
+reopened after a short pause, so a database restart only pauses the worker.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,20 +25,23 @@ from typing import Any
 import psycopg
 
 from . import db, validate
-from .errors import DatabaseUnavailableError
+from .errors import DatabaseUnavailableError, InvalidInputError
 from .queue import Connection, Job, Queue
 
 Handler = Callable[[Job], Any]
 
 _log = logging.getLogger(__name__)
+_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnavailableError)
 
 
 @dataclass
 class WorkerStats:
-    """What a worker did: jobs completed and failed, per thread name."""
+    """What a worker did: jobs completed and failed per thread, and recovery events."""
 
     completed: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
+    timed_out: int = 0
+    rescued: int = 0
     reconnects: int = 0
 
     @property
@@ -42,6 +51,17 @@ class WorkerStats:
     @property
     def total_failed(self) -> int:
         return sum(self.failed.values())
+
+
+@dataclass
+class _Held:
+    """The jobs one worker thread holds: claimed, not yet finished."""
+
+    ids: set[int] = field(default_factory=set)
+    current: int | None = None
+    timeout: float | None = None
+    deadline: float | None = None
+    abandoned: set[int] = field(default_factory=set)
 
 
 class Worker:
@@ -56,6 +76,12 @@ class Worker:
     :param poll_interval: seconds an idle thread waits for a NOTIFY before claiming anyway.
     :param queues: serve only these named queues (default: all).
     :param name: prefix of thread names and ``worker_id`` values (``name-1``, ``name-2``...).
+    :param lease: seconds a claim stays valid without a heartbeat. The worker renews it every
+        ``lease / 3`` seconds; if the worker dies, other workers rescue its jobs after this long.
+    :param job_timeout: seconds a handler may run before its job is failed (and retried if it
+        has attempts left); ``timeouts`` sets it per job type. Python cannot stop a thread, so
+        an overrunning handler keeps its thread busy; its late result is ignored.
+    :param retry_delay: base of the exponential backoff between attempts, in seconds.
     """
 
     def __init__(
@@ -69,52 +95,72 @@ class Worker:
         poll_interval: float = 1.0,
         queues: Sequence[str] | str | None = None,
         name: str | None = None,
+        lease: float = 15.0,
+        job_timeout: float | None = None,
+        timeouts: Mapping[str, float] | None = None,
         retry_delay: float = 1.0,
+        max_delay: float = 300.0,
     ) -> None:
         self.queue = queue
         self.handlers = dict(handlers)
         for key in self.handlers:
             validate.job_type(key, what="handler job type")
-        self.dsn = dsn or db.get_dsn()
         self.threads = validate.positive_int(threads, "threads")
         self.batch_size = validate.positive_int(batch_size, "batch_size")
         self.poll_interval = validate.seconds(poll_interval, "poll_interval")
         self.queues = validate.queue_names(queues)
         self.name = validate.job_type(name or f"worker-{os.getpid()}", what="worker name")
+        self.lease = validate.seconds(lease, "lease")
+        if self.lease < 0.3:
+            raise InvalidInputError(f"lease must be at least 0.3 seconds, got {lease}")
+        self.job_timeout = None if job_timeout is None else validate.seconds(job_timeout, "job_timeout")
+        self.timeouts = {
+            validate.job_type(k): validate.seconds(v, f"timeout of {k!r}")
+            for k, v in (timeouts or {}).items()
+        }
         self.retry_delay = validate.seconds(retry_delay, "retry_delay")
+        self.max_delay = validate.seconds(max_delay, "max_delay")
+        self.dsn = dsn or db.get_dsn()
         self.stats = WorkerStats()
         self._stop = threading.Event()
+        self._workers_done = threading.Event()
         self._wake = threading.Condition()
         self._generation = 0
         self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._held: dict[str, _Held] = {}
+        self._workers: list[threading.Thread] = []
+        self._helpers: list[threading.Thread] = []
 
     # -- public ----------------------------------------------------------------------------
 
     def run(self, *, until_empty: bool = True) -> WorkerStats:
         """Start the threads and wait for them.
 
-        With ``until_empty`` each thread stops once a claim finds nothing due; otherwise the
-        worker runs until :meth:`stop` is called (from a handler, a signal handler or another thread).
+        With ``until_empty`` the worker stops once no job of its queues is pending or running
+        (a job scheduled for later is waited for); otherwise it runs until :meth:`stop`.
         """
         self.start(until_empty=until_empty)
         self.join()
         return self.stats
 
     def start(self, *, until_empty: bool = False) -> None:
-        """Start the threads (and a LISTEN thread unless ``until_empty``) and return at once."""
+        """Start the worker threads, the housekeeper and (unless ``until_empty``) a LISTEN
+        thread, and return at once."""
         self._stop.clear()
-        self._threads = [
-            threading.Thread(
-                target=self._loop, args=(f"{self.name}-{i}", until_empty), name=f"{self.name}-{i}"
-            )
-            for i in range(1, self.threads + 1)
+        self._workers_done.clear()
+        self._held = {f"{self.name}-{i}": _Held() for i in range(1, self.threads + 1)}
+        self._workers = [
+            threading.Thread(target=self._loop, args=(worker_id, until_empty), name=worker_id)
+            for worker_id in self._held
+        ]
+        self._helpers = [
+            threading.Thread(target=self._housekeeper, name=f"{self.name}-housekeeper", daemon=True)
         ]
         if not until_empty:
-            self._threads.append(
-                threading.Thread(target=self._listen_loop, name=f"{self.name}-listen", daemon=True)
+            self._helpers.append(
+                threading.Thread(target=self._listener, name=f"{self.name}-listener", daemon=True)
             )
-        for thread in self._threads:
+        for thread in self._workers + self._helpers:
             thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
@@ -124,28 +170,34 @@ class Worker:
         """
         self._stop.set()
         self._notify_all()
-        if threading.current_thread() not in self._threads:
+        if threading.current_thread() not in self._workers:
             self.join(timeout)
 
     def join(self, timeout: float | None = None) -> None:
-        """Wait for the threads to finish."""
-        for thread in self._threads:
+        """Wait for the worker threads, then the helpers, to finish."""
+        for thread in self._workers:
+            thread.join(timeout)
+        if any(t.is_alive() for t in self._workers):
+            return
+        self._workers_done.set()
+        self._stop.set()
+        for thread in self._helpers:
             thread.join(timeout)
 
-    # -- internals -------------------------------------------------------------------------
+    # -- the worker threads ----------------------------------------------------------------
 
     def _notify_all(self) -> None:
         with self._wake:
             self._generation += 1
             self._wake.notify_all()
 
-    def _sleep(self, seen_generation: int) -> None:
+    def _idle(self, conn: Connection, seen_generation: int) -> None:
+        """Sleep until a NOTIFY, the next due job, or the poll interval, whichever comes first."""
+        due = self.queue.next_due(conn, self.queues)
+        timeout = self.poll_interval if due is None else min(self.poll_interval, due + 0.01)
         with self._wake:
             if self._generation == seen_generation and not self._stop.is_set():
-                self._wake.wait(self.poll_interval)
-
-    def _connect(self) -> Connection:
-        return db.connect(self.dsn)
+                self._wake.wait(timeout)
 
     def _loop(self, worker_id: str, until_empty: bool) -> None:
         conn: Connection | None = None
@@ -153,19 +205,24 @@ class Worker:
         while not self._stop.is_set():
             try:
                 if conn is None or conn.closed:
-                    conn = self._connect()
+                    conn = db.connect(self.dsn)
                     pause = 0.1
                 generation = self._generation
-                jobs = self.queue.claim(conn, worker_id, limit=self.batch_size, queues=self.queues)
-                if not jobs:
+                jobs = self.queue.claim(
+                    conn, worker_id, limit=self.batch_size, queues=self.queues, lease=self.lease
+                )
+                if jobs:
+                    self._run_batch(conn, worker_id, jobs)
                     if until_empty:
-                        break
-                    self._sleep(generation)
-                    continue
-                self._run_batch(conn, worker_id, jobs)
-            except (psycopg.OperationalError, DatabaseUnavailableError) as exc:
+                        self._notify_all()  # a drain-mode thread may be waiting for this batch
+                elif until_empty and not self.queue.has_work(conn, self.queues):
+                    break
+                else:
+                    self._idle(conn, generation)
+            except _CONNECTION_ERRORS as exc:
                 _log.warning("%s lost its connection (%s); reconnecting in %.1fs", worker_id, exc, pause)
                 with self._lock:
+                    self._held[worker_id] = _Held()  # stop heartbeating: the leases will expire
                     self.stats.reconnects += 1
                 if conn is not None:
                     conn.close()
@@ -175,33 +232,119 @@ class Worker:
         if conn is not None:
             conn.close()
 
+    def _timeout_for(self, job: Job) -> float | None:
+        return self.timeouts.get(job.type, self.job_timeout)
+
     def _run_batch(self, conn: Connection, worker_id: str, jobs: list[Job]) -> None:
+        held = self._held[worker_id]
+        with self._lock:
+            held.ids = {job.id for job in jobs}
         done: list[int] = []
         failed = 0
         for index, job in enumerate(jobs):
-            if self._stop.is_set():
-                self.queue.release(conn, [j.id for j in jobs[index:]])
-                break
-            handler = self.handlers.get(job.type)
-            try:
-                if handler is None:
-                    raise LookupError(f"no handler for job type {job.type!r}")
-                handler(job)
-            except Exception as exc:  # noqa: BLE001 - any handler error fails the job
-                self.queue.fail(conn, job.id, f"{type(exc).__name__}: {exc}", retry_delay=self.retry_delay)
-                failed += 1
-            else:
+            with self._lock:
+                if self._stop.is_set() or job.id in held.abandoned:
+                    rest = [j.id for j in jobs[index:] if j.id not in held.abandoned]
+                    break
+                timeout = self._timeout_for(job)
+                held.current, held.timeout = job.id, timeout
+                held.deadline = None if timeout is None else time.monotonic() + timeout
+            error = self._call(job)
+            with self._lock:
+                held.current = held.deadline = None
+                late = job.id in held.abandoned
+            if late:
+                continue  # timed out: the housekeeper already failed it
+            if error is None:
                 done.append(job.id)
-        self.queue.complete(conn, done)
+            else:
+                self.queue.fail(
+                    conn,
+                    job.id,
+                    error,
+                    retry_delay=self.retry_delay,
+                    max_delay=self.max_delay,
+                    worker_id=worker_id,
+                )
+                failed += 1
+        else:
+            rest = []
+        self.queue.release(conn, rest)
+        completed = self.queue.complete(conn, done, worker_id=worker_id)
         with self._lock:
-            self.stats.completed[worker_id] += len(done)
+            held.ids, held.abandoned = set(), set()
+            self.stats.completed[worker_id] += completed
             self.stats.failed[worker_id] += failed
 
-    def _listen_loop(self) -> None:
+    def _call(self, job: Job) -> str | None:
+        """Run the job's handler; return the error text, or ``None`` on success."""
+        handler = self.handlers.get(job.type)
+        if handler is None:
+            return f"LookupError: no handler for job type {job.type!r}"
+        try:
+            handler(job)
+        except Exception as exc:  # noqa: BLE001 - any handler error fails the job
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    # -- helper threads --------------------------------------------------------------------
+
+    def _housekeeper(self) -> None:
+        """Heartbeat held jobs, fail overrunning ones, rescue other workers' abandoned jobs."""
+        beat = max(0.1, min(self.lease / 3, 1.0))
+        conn: Connection | None = None
+        while not self._workers_done.is_set() and any(t.is_alive() for t in self._workers):
+            try:
+                if conn is None or conn.closed:
+                    conn = db.connect(self.dsn)
+                self._beat(conn)
+                rescued = self.queue.rescue(conn)
+                if rescued:
+                    with self._lock:
+                        self.stats.rescued += len(rescued)
+                    self._notify_all()
+            except _CONNECTION_ERRORS as exc:
+                _log.warning("housekeeper lost its connection (%s)", exc)
+                if conn is not None:
+                    conn.close()
+                conn = None
+            self._workers_done.wait(beat)
+        if conn is not None:
+            conn.close()
+
+    def _beat(self, conn: Connection) -> None:
+        now = time.monotonic()
+        with self._lock:
+            snapshot = {
+                w: (set(h.ids), h.current, h.timeout, h.deadline) for w, h in self._held.items() if h.ids
+            }
+        for worker_id, (ids, current, limit, deadline) in snapshot.items():
+            if current is not None and limit is not None and deadline is not None and now > deadline:
+                status = self.queue.fail(
+                    conn,
+                    current,
+                    f"TimeoutError: handler ran longer than {limit:g} s",
+                    retry_delay=self.retry_delay,
+                    max_delay=self.max_delay,
+                    worker_id=worker_id,
+                )
+                rest = ids - {current}
+                self.queue.release(conn, rest)
+                with self._lock:
+                    held = self._held[worker_id]
+                    held.abandoned |= ids
+                    held.ids -= ids
+                    if status is not None:
+                        self.stats.timed_out += 1
+                        self.stats.failed[worker_id] += 1
+                continue
+            self.queue.heartbeat(conn, worker_id, ids, self.lease)
+
+    def _listener(self) -> None:
         """Wake idle threads when a NOTIFY arrives; reconnect quietly if the connection drops."""
         while not self._stop.is_set():
             try:
-                with self._connect() as conn:
+                with db.connect(self.dsn) as conn:
                     self.queue.listen(conn)
                     while not self._stop.is_set():
                         payloads = self.queue.wait(conn, timeout=0.5)
