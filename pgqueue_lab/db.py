@@ -174,16 +174,28 @@ def connect(dsn: str | None = None, *, autocommit: bool = True, **kwargs: Any) -
     try:
         return psycopg.connect(dsn, autocommit=autocommit, **kwargs)
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        reason = _connect_failure_reason(exc)
         hint = (
             f"{DSN_ENV} is set: start that server (for the bundled one: `docker compose up -d`), "
             f"or unset {DSN_ENV} to use the embedded server."
             if os.environ.get(DSN_ENV) and dsn == os.environ.get(DSN_ENV)
-            else "Check the server is running."
+            else "Check that the server is running and the DSN (host, port, user, database) is right."
         )
         raise DatabaseUnavailableError(
-            f"Cannot connect to PostgreSQL at {describe_dsn(dsn)}: {mask_dsn(reason)}. {hint}"
+            f"Cannot connect to PostgreSQL at {describe_dsn(dsn)}: {mask_dsn(reason).rstrip('.')}. {hint}"
         ) from None
+
+
+def _connect_failure_reason(exc: Exception) -> str:
+    """The reason libpq gives, without its location prefix or hint lines.
+
+    ``connection failed: connection to server at "127.0.0.1", port 1 failed: Connection refused``
+    (then a tab-indented hint) becomes ``Connection refused``.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[0].rsplit(" failed: ", 1)[-1].strip() or lines[0]
 
 
 def server_major_version(conn: psycopg.Connection[Any]) -> int:

@@ -67,7 +67,8 @@ def run_demo(dsn: str | None = None, out: TextIO | None = None) -> None:
         say("=== Enqueueing Jobs ===")
         say()
         for job_type, payload in DEMO_JOBS:
-            job_id = queue.enqueue(conn, job_type, payload)
+            # One attempt each, as in the seed: a failed job stays failed (no retries).
+            job_id = queue.enqueue(conn, job_type, payload, max_attempts=1)
             say(f"  Enqueued job #{job_id}: {job_type}")
         say()
         say("=== Processing Jobs ===")

@@ -19,6 +19,12 @@ from .errors import InvalidInputError
 
 Connection = psycopg.Connection[Any]
 
+#: How many times a job may run before it stays ``failed`` (a dead letter). A crash or a lost
+#: connection counts as an attempt too, so 1 would dead-letter every job caught in a restart.
+#: River and Oban default to 20-25; 5 lets a learner watch a job reach the dead-letter state
+#: within seconds (backoff 1 + 2 + 4 + 8 s).
+DEFAULT_MAX_ATTEMPTS = 5
+
 
 @dataclass(frozen=True)
 class Job:
@@ -41,7 +47,7 @@ class NewJob:
     queue: str = "default"
     priority: int = 0
     delay: float = 0.0
-    max_attempts: int = 1
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
 
 
 def _new_job(item: NewJob | tuple[Any, ...] | Mapping[str, Any], index: int) -> NewJob:
@@ -107,7 +113,7 @@ class Queue:
         queue: str = "default",
         priority: int = 0,
         delay: float = 0.0,
-        max_attempts: int = 1,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> int:
         """Insert one job and NOTIFY the channel, in one transaction. Returns the job id.
 
@@ -117,7 +123,7 @@ class Queue:
         :param max_attempts: how many times the job may run before it stays ``failed``.
         :raises InvalidInputError: before anything is sent, if an argument is unusable.
         """
-        params = self._job_params(NewJob(type, payload, queue, priority, delay, max_attempts), 0)
+        params = self._job_params(NewJob(type, payload, queue, priority, delay, max_attempts), None)
         with conn.transaction():
             row = conn.execute(self._q(sql.ENQUEUE), {**params, "channel": self.channel}).fetchone()
         assert row is not None
@@ -148,8 +154,8 @@ class Queue:
             return [int(r[0]) for r in conn.execute(self._q(sql.ENQUEUE_MANY), params).fetchall()]
 
     @staticmethod
-    def _job_params(job: NewJob, index: int) -> dict[str, Any]:
-        where = f" (job #{index} of the batch)" if index else ""
+    def _job_params(job: NewJob, index: int | None) -> dict[str, Any]:
+        where = "" if index is None else f" (job #{index} of the batch)"
         try:
             return {
                 "type": validate.job_type(job.type),

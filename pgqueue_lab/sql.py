@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS {schema}.jobs (
     priority     integer     NOT NULL DEFAULT 0,
     run_at       timestamptz NOT NULL DEFAULT now(),
     attempts     integer     NOT NULL DEFAULT 0,
-    max_attempts integer     NOT NULL DEFAULT 1 CHECK (max_attempts > 0),
+    max_attempts integer     NOT NULL DEFAULT 5 CHECK (max_attempts > 0),
     last_error   text,
     errors       jsonb       NOT NULL DEFAULT jsonb_build_array(),
     worker_id    text,

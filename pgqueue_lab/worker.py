@@ -36,7 +36,8 @@ _CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, Database
 
 @dataclass
 class WorkerStats:
-    """What a worker did: jobs completed and failed per thread, and recovery events."""
+    """What a worker did, per thread: jobs completed, and failed attempts (a job retried three
+    times and then completed counts three failures and one completion); recovery events."""
 
     completed: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgqueue_lab import InvalidInputError, Queue, Worker, db
+from pgqueue_lab import InvalidInputError, NewJob, Queue, Worker, db
 
 BAD_CALLS: dict[str, tuple[Callable[[Queue, Any], Any], str]] = {
     "payload with a set": (lambda q, c: q.enqueue(c, "email", {"to": {"a", "b"}}), "not JSON-serialisable"),
@@ -106,7 +106,7 @@ def test_handler_error_fails_the_job_and_unknown_types_too(
     def broken(job: Any) -> None:
         raise KeyError("missing 'to'")
 
-    queue.enqueue_many(conn, [("broken", {}), ("unknown", {}), ("ok", {})])
+    queue.enqueue_many(conn, [NewJob(t, max_attempts=1) for t in ("broken", "unknown", "ok")])
     stats = Worker(queue, {"broken": broken, "ok": lambda job: None}, dsn=dsn).run()
     rows = [(j["type"], j["status"], j["last_error"]) for j in queue.jobs(conn)]
     assert rows == [
