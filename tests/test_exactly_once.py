@@ -10,14 +10,18 @@ import psycopg
 
 from pgqueue_lab import Job, Queue, Worker, db
 
-JOBS = 20_000
 THREADS = 8
+JOBS = THREADS * 20_000  # 20,000 jobs per thread
 
 
 def test_worker_threads_run_every_job_exactly_once(
     dsn: str, conn: psycopg.Connection[Any], queue: Queue
 ) -> None:
-    ids = queue.enqueue_many(conn, [("noop", {"n": i}) for i in range(JOBS)])
+    ids = [
+        job_id
+        for start in range(0, JOBS, 20_000)
+        for job_id in queue.enqueue_many(conn, [("noop", {"n": i}) for i in range(start, start + 20_000)])
+    ]
     ledger: Counter[int] = Counter()
     lock = threading.Lock()
 
