@@ -13,6 +13,7 @@ import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]-*.ipynb"))
 EXEMPT_MARKERS = ("# NBVAL_IGNORE_OUTPUT", "# NBVAL_SKIP")
+EXEMPT_TAGS = {"nbval-ignore-output", "nbval-skip"}
 
 
 def _code_cells(path: Path) -> list[nbformat.NotebookNode]:
@@ -36,7 +37,9 @@ def test_notebook_is_stored_executed_in_order(path: Path) -> None:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_at_most_one_cell_in_four_is_exempt_and_each_says_why(path: Path) -> None:
     cells = _code_cells(path)
+    tagged = [c for c in cells if EXEMPT_TAGS & set(c.get("metadata", {}).get("tags", []))]
     exempt = [c for c in cells if any(m in c.source for m in EXEMPT_MARKERS)]
+    assert not tagged, f"{path.name}: use a '# NBVAL_... - reason' comment, not a tag, to exempt a cell"
     assert len(exempt) * 4 <= len(cells), f"{path.name}: {len(exempt)} of {len(cells)} code cells exempt"
     for cell in exempt:
         marker_line = next(
@@ -44,6 +47,13 @@ def test_at_most_one_cell_in_four_is_exempt_and_each_says_why(path: Path) -> Non
         )
         rest = marker_line.split(None, 2)[2:] if marker_line.count(" ") >= 2 else []
         assert rest and rest[0].strip(" -:"), f"{path.name}: {marker_line!r} gives no reason"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_stored_outputs_name_no_machine_paths(path: Path) -> None:
+    text = path.read_text()
+    for marker in ("site-packages", "/tmp/", "/root/", "/home/", "/var/lib/"):
+        assert marker not in text, f"{path.name}: stored output mentions {marker!r}; refresh it"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
