@@ -333,3 +333,27 @@ def test_polling_finds_every_job_after_the_listen_connection_silently_dies(
         worker.stop(timeout=10)
         proxy.close()
     assert sorted(done) == ids
+
+
+def test_graceful_stop_finishes_the_current_job_and_releases_the_rest(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    started = threading.Event()
+    finished: list[int] = []
+
+    def slow(job: Job) -> None:
+        started.set()
+        time.sleep(0.3)
+        finished.append(job.id)
+
+    queue.enqueue_many(conn, [("t", {})] * 10)
+    worker = Worker(queue, {"t": slow}, dsn=dsn, batch_size=10)
+    worker.start()
+    assert started.wait(10)
+    worker.stop(timeout=10)
+    rows = queue.jobs(conn)
+    completed = [r["id"] for r in rows if r["status"] == "completed"]
+    pending = [r for r in rows if r["status"] == "pending"]
+    assert completed == finished and len(completed) >= 1  # the job in hand was finished
+    assert len(completed) + len(pending) == 10  # nothing left running
+    assert all(r["attempts"] == 0 and r["worker_id"] is None for r in pending)  # released, not counted
