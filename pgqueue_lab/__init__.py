@@ -11,7 +11,7 @@ The helper module behind the notebooks, one concept per file:
 """
 
 from .db import connect, get_dsn
-from .errors import DatabaseUnavailableError, InvalidInputError, QueueError
+from .errors import DatabaseUnavailableError, InvalidInputError, PermanentJobError, QueueError
 from .queue import Job, NewJob, Queue
 from .worker import Worker, WorkerStats
 
@@ -20,6 +20,7 @@ __all__ = [
     "InvalidInputError",
     "Job",
     "NewJob",
+    "PermanentJobError",
     "Queue",
     "QueueError",
     "Worker",

@@ -23,3 +23,11 @@ class DatabaseUnavailableError(QueueError):
 
     The message names host, port and database (never the password) and says what to do.
     """
+
+
+class PermanentJobError(QueueError):
+    """Raise it from a handler when retrying cannot help (a malformed payload, say).
+
+    The job goes straight to ``failed`` (the dead-letter state) instead of using up its
+    remaining attempts.
+    """

@@ -221,13 +221,14 @@ class Queue:
         retry_delay: float = 1.0,
         max_delay: float = 300.0,
         worker_id: str | None = None,
+        retry: bool = True,
     ) -> str | None:
         """Record that a running job failed.
 
-        With attempts left it returns to ``pending``, due after ``retry_delay * 2^(attempts-1)``
-        seconds (at most ``max_delay``, ±10 % jitter); otherwise it becomes ``failed`` (a dead
-        letter). Returns the new status, or ``None`` if the job was not running (or, with
-        ``worker_id``, is held by another worker).
+        With attempts left (and ``retry`` true) it returns to ``pending``, due after
+        ``retry_delay * 2^(attempts-1)`` seconds (at most ``max_delay``, ±10 % jitter); otherwise
+        it becomes ``failed`` (a dead letter). Returns the new status, or ``None`` if the job
+        was not running (or, with ``worker_id``, is held by another worker).
         """
         params = {
             "id": job_id,
@@ -235,6 +236,7 @@ class Queue:
             "retry_delay": validate.seconds(retry_delay, "retry_delay"),
             "max_delay": validate.seconds(max_delay, "max_delay"),
             "worker_id": worker_id,
+            "retry": bool(retry),
         }
         with conn.transaction():
             row = conn.execute(self._q(sql.FAIL), params).fetchone()

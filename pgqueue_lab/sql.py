@@ -115,17 +115,17 @@ RETURNING id"""
 
 #: Record a failure. With attempts left the job goes back to ``pending`` after an exponential
 #: backoff (``retry_delay * 2^(attempts-1)``, at most ``max_delay``, ±10 % jitter, on the
-#: database clock); after its last attempt it stays ``failed``, the dead-letter state.
-#: Every error is appended to the ``errors`` history.
+#: database clock); after its last attempt, or at once if ``retry`` is false (a permanent
+#: error), it stays ``failed``, the dead-letter state. Every error is appended to ``errors``.
 FAIL = """\
 UPDATE {schema}.jobs
-SET status       = CASE WHEN attempts < max_attempts THEN 'pending' ELSE 'failed' END,
-    run_at       = CASE WHEN attempts < max_attempts
+SET status       = CASE WHEN %(retry)s AND attempts < max_attempts THEN 'pending' ELSE 'failed' END,
+    run_at       = CASE WHEN %(retry)s AND attempts < max_attempts
                         THEN now() + make_interval(secs =>
                              least(%(retry_delay)s * power(2, attempts - 1), %(max_delay)s)
                              * (0.9 + 0.2 * random()))
                         ELSE run_at END,
-    finished_at  = CASE WHEN attempts < max_attempts THEN NULL ELSE now() END,
+    finished_at  = CASE WHEN %(retry)s AND attempts < max_attempts THEN NULL ELSE now() END,
     last_error   = %(error)s,
     errors       = errors || jsonb_build_array(
                        jsonb_build_object('attempt', attempts, 'error', %(error)s::text)),

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 
 from . import db, validate
-from .errors import DatabaseUnavailableError, InvalidInputError
+from .errors import DatabaseUnavailableError, InvalidInputError, PermanentJobError
 from .queue import Connection, Job, Queue
 
 Handler = Callable[[Job], Any]
@@ -70,7 +70,9 @@ class Worker:
 
     :param queue: the queue to serve.
     :param handlers: job type -> function taking a :class:`Job`. A handler that raises fails the
-        job (the exception text is recorded); a job whose type has no handler fails too.
+        job (the exception text is recorded; it is retried while it has attempts left, unless the
+        exception is a :class:`~pgqueue_lab.errors.PermanentJobError`); a job whose type has no
+        handler fails too.
     :param dsn: where to connect (default :func:`pgqueue_lab.db.get_dsn`).
     :param threads: worker threads, each with its own connection.
     :param batch_size: jobs claimed per statement.
@@ -250,7 +252,7 @@ class Worker:
                 timeout = self._timeout_for(job)
                 held.current, held.timeout = job.id, timeout
                 held.deadline = None if timeout is None else time.monotonic() + timeout
-            error = self._call(job)
+            error, retry = self._call(job)
             with self._lock:
                 held.current = held.deadline = None
                 late = job.id in held.abandoned
@@ -266,6 +268,7 @@ class Worker:
                     retry_delay=self.retry_delay,
                     max_delay=self.max_delay,
                     worker_id=worker_id,
+                    retry=retry,
                 )
                 failed += 1
         else:
@@ -277,16 +280,18 @@ class Worker:
             self.stats.completed[worker_id] += completed
             self.stats.failed[worker_id] += failed
 
-    def _call(self, job: Job) -> str | None:
-        """Run the job's handler; return the error text, or ``None`` on success."""
+    def _call(self, job: Job) -> tuple[str | None, bool]:
+        """Run the job's handler; return (error text or ``None`` on success, whether to retry)."""
         handler = self.handlers.get(job.type)
         if handler is None:
-            return f"LookupError: no handler for job type {job.type!r}"
+            return f"LookupError: no handler for job type {job.type!r}", True
         try:
             handler(job)
+        except PermanentJobError as exc:
+            return f"{type(exc).__name__}: {exc}", False
         except Exception as exc:  # noqa: BLE001 - any handler error fails the job
-            return f"{type(exc).__name__}: {exc}"
-        return None
+            return f"{type(exc).__name__}: {exc}", True
+        return None, True
 
     # -- helper threads --------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pgqueue_lab import Job, Queue, Worker, db, sql
+from pgqueue_lab import Job, PermanentJobError, Queue, Worker, db, sql
 
 HERE = Path(__file__).parent
 
@@ -357,3 +357,19 @@ def test_graceful_stop_finishes_the_current_job_and_releases_the_rest(
     assert completed == finished and len(completed) >= 1  # the job in hand was finished
     assert len(completed) + len(pending) == 10  # nothing left running
     assert all(r["attempts"] == 0 and r["worker_id"] is None for r in pending)  # released, not counted
+
+
+def test_a_permanent_error_skips_the_remaining_attempts(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    def parse(job: Job) -> None:
+        raise PermanentJobError(f"payload has no 'to': {job.payload}")
+
+    queue.enqueue(conn, "email", {"subject": "hi"}, max_attempts=5)
+    stats = Worker(queue, {"email": parse}, dsn=dsn, retry_delay=0.01).run()
+    (dead,) = queue.dead_letters(conn)
+    assert (dead["attempts"], dead["last_error"]) == (
+        1,
+        "PermanentJobError: payload has no 'to': {'subject': 'hi'}",
+    )
+    assert stats.total_failed == 1
