@@ -4,6 +4,7 @@
 ``pgqueue-lab db url``          print the DSN in use (password masked)
 ``pgqueue-lab db status``       where the database comes from and whether it answers
 ``pgqueue-lab db stop``         stop the embedded server
+``pgqueue-lab bench``           measure the queue against raw-SQL baselines (``--help``)
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import db
+from . import bench, db
 from .demo import run_demo
 from .errors import QueueError
 
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="run the seed walk-through: enqueue, process, final status")
     db_parser = sub.add_parser("db", help="the database: url, status, stop")
     db_parser.add_argument("action", choices=["url", "status", "stop"])
+    bench.add_arguments(sub.add_parser("bench", help="measure the queue against raw-SQL baselines"))
     return parser
 
 
@@ -60,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in (None, "demo"):
             run_demo()
             return 0
+        if args.command == "bench":
+            return bench.main(args)
         if args.action == "url":
             print(db.mask_dsn(db.get_dsn()))
             return 0

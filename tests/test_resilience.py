@@ -144,8 +144,12 @@ def test_priority_order_through_a_worker(dsn: str, conn: psycopg.Connection[Any]
 
 
 def _start_worker(schema: str, name: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PGAPPNAME": f"{schema}-{name}"}  # libpq labels its sessions with this
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "crash_worker.py"), schema, name], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(HERE / "crash_worker.py"), schema, name],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     return proc
@@ -163,6 +167,12 @@ def test_killed_worker_processes_lose_no_job(conn: psycopg.Connection[Any], queu
         for proc in victims:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+    # A statement the victims had already sent may still commit after the kill: count the jobs
+    # in flight only once the server has closed every session of the dead processes.
+    sessions = psycopg.sql.SQL("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE {}").format(
+        psycopg.sql.Literal(f"{queue.schema}-victim%")
+    )
+    _wait_for(lambda: conn.execute(sessions).fetchone() == (0,), 30, "the victims' sessions to end")
     in_flight = conn.execute(
         sql.compose("SELECT count(*) FROM {schema}.jobs WHERE status = 'running'", queue.schema)
     ).fetchone()[0]  # type: ignore[index]
@@ -217,7 +227,16 @@ def private_server(tmp_path: Path) -> Any:
         )
 
     yield dsn, restart
-    holder.communicate("\n", timeout=60)  # the holder exits and, last, stops its server
+    holder.communicate("\n", timeout=60)  # the holder detaches
+    # pg_ctl restart gave the server a new PID that the holder does not know: stop it ourselves.
+    pgserver = db._pgserver()
+    if (pgdata / "postmaster.pid").exists():
+        pgserver.pgexec.pgexec(
+            "pg_ctl",
+            ("-w", "-D", str(pgdata), "stop", "-m", "fast"),
+            bin_path=pgserver.utils.POSTGRES_VERSIONS[db._pg_major()],
+            user="pgserver" if os.geteuid() == 0 else None,
+        )
 
 
 def test_workers_reconnect_after_a_database_restart(private_server: Any) -> None:
