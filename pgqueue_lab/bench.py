@@ -540,12 +540,19 @@ def run(options: Options, dsn: str | None = None) -> list[Row]:
 
 
 def soak(
-    seconds: float, dsn: str | None = None, *, threads: int = 8, batch_size: int = 50, intervals: int = 30
+    seconds: float,
+    dsn: str | None = None,
+    *,
+    threads: int = 8,
+    batch_size: int = 50,
+    intervals: int = 30,
+    vacuum_every: float | None = None,
 ) -> list[Row]:
     """Keep ``threads`` Worker threads draining while this thread keeps a backlog enqueued.
 
     Returns one row per interval (``seconds / intervals`` long): jobs completed per second and the
     ratio to the first tenth of the run; ``count`` is the table's ``n_dead_tup`` at its end.
+    With ``vacuum_every``, a maintenance thread runs :meth:`Queue.vacuum` that often (seconds).
     """
     dsn = dsn or db.get_dsn()
     backlog = max(10_000, 4 * threads * batch_size)
@@ -565,6 +572,17 @@ def soak(
         )
         table = f"{queue.schema}.jobs"
         marks: list[tuple[float, int, int]] = []
+        done = threading.Event()
+
+        def maintain(every: float) -> None:
+            with db.connect(dsn) as vconn:
+                while not done.wait(every):
+                    queue.vacuum(vconn)
+
+        maintenance = None
+        if vacuum_every is not None:
+            maintenance = threading.Thread(target=maintain, args=(vacuum_every,), daemon=True)
+            maintenance.start()
         worker.start()
         try:
             start = next_mark = time.perf_counter()
@@ -580,7 +598,10 @@ def soak(
                 else:
                     time.sleep(0.005)
         finally:
+            done.set()
             worker.stop(timeout=30)
+            if maintenance is not None:
+                maintenance.join(timeout=60)
     per_interval = [
         ((t1, t2), (n2 - n1) / (t2 - t1), dead) for (t1, n1, _), (t2, n2, dead) in itertools.pairwise(marks)
     ]
@@ -644,6 +665,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="run only the soak: enqueue and drain (Worker, 8 threads) this long, report each interval",
     )
+    parser.add_argument(
+        "--vacuum-every",
+        type=float,
+        metavar="SECONDS",
+        help="with --soak: VACUUM the jobs table this often from a maintenance thread",
+    )
     parser.add_argument("--quick", action="store_true", help="fewer jobs and samples, one run")
 
 
@@ -667,8 +694,11 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     with db.connect(dsn) as conn:
         server = f"PostgreSQL {db.server_major_version(conn)} ({db.source()})"
     if args.soak is not None:
-        print(f"soak: {args.soak:g} s, Worker 8 threads, batch {options.batch_size}, {server}", file=out)
-        rows = soak(args.soak, dsn, batch_size=options.batch_size)
+        vacuum = "" if args.vacuum_every is None else f", VACUUM every {args.vacuum_every:g} s"
+        print(
+            f"soak: {args.soak:g} s, Worker 8 threads, batch {options.batch_size}{vacuum}, {server}", file=out
+        )
+        rows = soak(args.soak, dsn, batch_size=options.batch_size, vacuum_every=args.vacuum_every)
     else:
         print(
             f"bench: {options.jobs} jobs, batch {options.batch_size}, {options.repeats} run(s), "

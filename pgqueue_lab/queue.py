@@ -66,6 +66,21 @@ def _new_job(item: NewJob | tuple[Any, ...] | Mapping[str, Any], index: int) -> 
     )
 
 
+def _plain(job: NewJob) -> bool:
+    """True if ``job`` has a clean type and queue and the default numbers (no checks needed)."""
+    return (
+        type(job.type) is str
+        and job.type.strip() == job.type != ""
+        and job.queue == "default"
+        and type(job.priority) is int
+        and job.priority == 0
+        and type(job.delay) in (int, float)
+        and job.delay == 0
+        and type(job.max_attempts) is int
+        and job.max_attempts == DEFAULT_MAX_ATTEMPTS
+    )
+
+
 class Queue:
     """A job queue living in its own PostgreSQL schema.
 
@@ -138,28 +153,34 @@ class Queue:
         :returns: the new ids, in the order given.
         :raises InvalidInputError: naming the first bad job; nothing is inserted.
         """
-        rows = [self._job_params(_new_job(item, i), i) for i, item in enumerate(jobs)]
+        rows = [self._job_params(_new_job(item, i), i, check_payload=False) for i, item in enumerate(jobs)]
         if not rows:
             return []
-        params = {
-            "queues": [r["queue"] for r in rows],
-            "types": [r["type"] for r in rows],
-            "payloads": [r["payload"] for r in rows],
-            "priorities": [r["priority"] for r in rows],
-            "delays": [r["delay"] for r in rows],
-            "max_attempts": [r["max_attempts"] for r in rows],
-            "channel": self.channel,
-        }
+        params = {"jobs": validate.batch_json(rows), "channel": self.channel}
         with conn.transaction():
             return [int(r[0]) for r in conn.execute(self._q(sql.ENQUEUE_MANY), params).fetchall()]
 
     @staticmethod
-    def _job_params(job: NewJob, index: int | None) -> dict[str, Any]:
+    def _job_params(job: NewJob, index: int | None, *, check_payload: bool = True) -> dict[str, Any]:
+        """Check one job's fields; the payload becomes JSON text (or is left for
+        :func:`~pgqueue_lab.validate.batch_json` to check with the whole batch)."""
+        payload = {} if job.payload is None else job.payload
         where = "" if index is None else f" (job #{index} of the batch)"
         try:
+            if not check_payload and _plain(job):  # the common case, checked cheaply
+                fields = {
+                    "type": job.type,
+                    "queue": job.queue,
+                    "priority": 0,
+                    "delay": 0,
+                    "max_attempts": job.max_attempts,
+                }
+                return {**fields, "payload": validate.not_json_text(payload)}
             return {
                 "type": validate.job_type(job.type),
-                "payload": validate.payload_json({} if job.payload is None else job.payload),
+                "payload": validate.payload_json(payload)
+                if check_payload
+                else validate.not_json_text(payload),
                 "queue": validate.job_type(job.queue, what="queue name"),
                 "priority": validate.integer(job.priority, "priority"),
                 "delay": validate.seconds(job.delay, "delay"),
@@ -290,7 +311,14 @@ class Queue:
     def next_due(self, conn: Connection, queues: Sequence[str] | str | None = None) -> float | None:
         """Seconds until the next pending job is due (0 if one is due now, ``None`` if none pends)."""
         row = conn.execute(self._q(sql.NEXT_DUE), {"queues": validate.queue_names(queues)}).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
+        return None if row is None or row[0] is None else max(0.0, float(row[0]))
+
+    def vacuum(self, conn: Connection) -> None:
+        """Run ``VACUUM`` on the jobs table (see :data:`pgqueue_lab.sql.VACUUM_JOBS`).
+
+        ``conn`` must be in autocommit mode and outside a transaction: VACUUM cannot run in one.
+        """
+        conn.execute(self._q(sql.VACUUM_JOBS))
 
     def has_work(self, conn: Connection, queues: Sequence[str] | str | None = None) -> bool:
         """Whether any job is pending or running."""

@@ -61,14 +61,15 @@ WITH job AS (
 )
 SELECT id, pg_notify(%(channel)s, queue) FROM job"""
 
-#: Insert many jobs in one round trip: each column arrives as one array parameter.
+#: Insert many jobs in one round trip: the whole batch arrives as one JSON array parameter,
+#: unpacked row by row in the database (``WITH ORDINALITY`` keeps the given order), and each
+#: queue that got jobs is announced once.
 ENQUEUE_MANY = """\
 WITH batch AS (
     INSERT INTO {schema}.jobs (queue, type, payload, priority, run_at, max_attempts)
-    SELECT queue, type, payload, priority, now() + make_interval(secs => delay), max_attempts
-    FROM unnest(%(queues)s::text[], %(types)s::text[], %(payloads)s::jsonb[],
-                %(priorities)s::int[], %(delays)s::float8[], %(max_attempts)s::int[])
-         WITH ORDINALITY AS t(queue, type, payload, priority, delay, max_attempts, n)
+    SELECT job->>'queue', job->>'type', job->'payload', (job->>'priority')::int,
+           now() + make_interval(secs => (job->>'delay')::float8), (job->>'max_attempts')::int
+    FROM jsonb_array_elements(%(jobs)s::jsonb) WITH ORDINALITY AS t(job, n)
     ORDER BY n
     RETURNING id, queue
 ), announced AS (
@@ -170,10 +171,15 @@ FROM (
 WHERE j.id = lost.id
 RETURNING j.id, j.status"""
 
-#: Seconds until the next pending job is due (NULL if none is pending): an idle worker sleeps
-#: no longer than this, so a scheduled job starts on time.
+#: Reclaim the dead rows that every claim and completion leaves behind. A busy queue makes them
+#: faster than autovacuum (which visits a database once a minute) removes them, and the claim
+#: slows down as it steps over them. ``SKIP_LOCKED`` skips the table if vacuum already runs.
+VACUUM_JOBS = "VACUUM (SKIP_LOCKED) {schema}.jobs"
+
+#: Seconds until the next pending job is due (negative if overdue, NULL if none is pending):
+#: an idle worker sleeps no longer than this, so a scheduled job starts on time.
 NEXT_DUE = """\
-SELECT greatest(0, extract(epoch FROM min(run_at) - now()))::float8
+SELECT extract(epoch FROM min(run_at) - now())::float8
 FROM {schema}.jobs
 WHERE status = 'pending'
   AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))"""

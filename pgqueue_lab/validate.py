@@ -53,15 +53,53 @@ def job_type(value: object, *, what: str = "job type") -> str:
     return value
 
 
+#: A NUL character as json.dumps writes it (an escaped backslash before "u0000" is not one).
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def not_json_text(payload: object) -> object:
+    """Refuse a ``str`` that holds JSON text: it would be stored as one JSON string."""
+    if isinstance(payload, str) and payload.lstrip()[:1] in ("{", "["):
+        raise InvalidInputError(
+            "payload is a str holding JSON text; pass the decoded object (json.loads(...)) so it "
+            "is stored as a JSON object, not as one string"
+        )
+    return payload
+
+
 def payload_json(payload: object) -> str:
     """Serialise a payload to JSON text, or say why it cannot be.
 
-    NaN and infinity are refused: they are not JSON, and PostgreSQL's ``jsonb`` rejects them.
+    Refused: values JSON cannot hold (sets, datetimes, objects...), NaN and infinity (not JSON),
+    the NUL character (``jsonb`` cannot store it), and a *string* holding JSON text (it would
+    be stored as one JSON string, not as the object it spells: pass ``json.loads(text)``).
     """
+    not_json_text(payload)
     try:
-        return json.dumps(payload, allow_nan=False, ensure_ascii=False)
+        text = json.dumps(payload, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"payload is not JSON-serialisable: {exc}") from None
+    if "\\u0000" in text and _NUL.search(text):
+        raise InvalidInputError("payload contains the NUL character (\\u0000), which jsonb cannot store")
+    return text
+
+
+def batch_json(jobs: list[dict[str, Any]]) -> str:
+    """Serialise already-checked jobs (payloads not yet checked) as one JSON array.
+
+    :raises InvalidInputError: naming the first job whose payload :func:`payload_json` refuses.
+    """
+    try:
+        text = json.dumps(jobs, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = ""
+    if not text or ("\\u0000" in text and _NUL.search(text)):
+        for index, job in enumerate(jobs):
+            try:
+                payload_json(job["payload"])
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"{exc} (job #{index} of the batch)") from None
+    return text
 
 
 def positive_int(value: object, name: str) -> int:

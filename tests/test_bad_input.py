@@ -115,3 +115,27 @@ def test_handler_error_fails_the_job_and_unknown_types_too(
         ("ok", "completed", None),
     ]
     assert (stats.total_completed, stats.total_failed) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ('{"to": "bob@example.com"}', "str holding JSON text"),
+        ("  [1, 2]", "str holding JSON text"),
+        ({"note": "nul \x00 inside"}, "NUL character"),
+    ],
+)
+def test_payload_traps_are_refused(
+    conn: psycopg.Connection[Any], queue: Queue, payload: Any, message: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        queue.enqueue(conn, "email", payload)
+    with pytest.raises(InvalidInputError, match=rf"{message}.*\(job #1 of the batch\)"):
+        queue.enqueue_many(conn, [("email", {}), ("email", payload)])
+    assert queue.jobs(conn) == []
+
+
+def test_plain_strings_and_escaped_backslashes_are_fine(conn: psycopg.Connection[Any], queue: Queue) -> None:
+    queue.enqueue(conn, "t", "just a string")
+    queue.enqueue_many(conn, [("t", {"path": "C:\\u0000dir"}), ("t", ["list"])])
+    assert [j["payload"] for j in queue.jobs(conn)] == ["just a string", {"path": "C:\\u0000dir"}, ["list"]]

@@ -197,3 +197,20 @@ def test_claim_uses_the_partial_index(conn: psycopg.Connection[Any], queue: Queu
         plan = conn.execute(psycopg.sql.SQL("EXPLAIN ") + query, params).fetchall()
         raise psycopg.Rollback()  # EXPLAIN alone does not run the UPDATE; roll back anyway
     assert any("jobs_claim_idx" in line[0] for line in plan), plan
+
+
+def test_next_due_is_none_when_nothing_pends(conn: psycopg.Connection[Any], queue: Queue) -> None:
+    assert queue.next_due(conn) is None  # an idle worker then sleeps its full poll interval
+    queue.enqueue(conn, "t", delay=60)
+    due = queue.next_due(conn)
+    assert due is not None and 55 < due <= 60
+    queue.enqueue(conn, "t")
+    assert queue.next_due(conn) == 0.0
+
+
+def test_vacuum_removes_dead_rows(conn: psycopg.Connection[Any], queue: Queue) -> None:
+    queue.enqueue_many(conn, [("t", {})] * 200)
+    queue.complete(conn, [j.id for j in queue.claim(conn, "w", limit=200)])
+    queue.vacuum(conn)
+    query = sql.compose("SELECT count(*) FROM {schema}.jobs", queue.schema)
+    assert conn.execute(query).fetchone() == (200,)  # live rows stay
