@@ -23,10 +23,15 @@ def _db_status() -> int:
     if db.source() == "embedded":
         status = db.embedded_status()
         print(f"data dir: {status['data_dir']}")
+        others = len(status["attached_pids"])
+        print(
+            f"server:   {'running' if status['running'] else 'not running'}, used by {others} other "
+            "process(es); it runs while a process uses it (this command starts it if needed)"
+        )
     dsn = db.get_dsn()
     print(f"dsn:      {db.mask_dsn(dsn)}")
     with db.connect(dsn) as conn:
-        print(f"server:   PostgreSQL {conn.info.server_version // 10000} ({db.describe_dsn(dsn)})")
+        print(f"version:  PostgreSQL {conn.info.server_version // 10000} ({db.describe_dsn(dsn)})")
     print("status:   reachable")
     return 0
 

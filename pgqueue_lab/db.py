@@ -142,9 +142,15 @@ def source() -> str:
 
 
 def mask_dsn(dsn: str) -> str:
-    """Return ``dsn`` with any password replaced by ``***`` (URI or ``key=value`` form)."""
-    masked = re.sub(r"(://[^:/@?#]*:)([^@/?#]+)(@)", r"\1***\3", dsn)
-    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", masked)
+    """Return ``dsn`` with any password replaced by ``***`` (URI or ``key=value`` form).
+
+    In a URI everything between ``user:`` and the last ``@`` counts as the password, so an
+    unencoded ``@`` or ``#`` in it is masked too.
+    """
+    if "://" in dsn:
+        masked = re.sub(r"^(\w+://[^:/@?#]*:)(.+)(@[^@]*)$", r"\1***\3", dsn, flags=re.DOTALL)
+        return re.sub(r"([?&]password=)[^&]*", r"\1***", masked)
+    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)
 
 
 def describe_dsn(dsn: str) -> str:
@@ -171,16 +177,28 @@ def connect(dsn: str | None = None, *, autocommit: bool = True, **kwargs: Any) -
     """
     dsn = dsn or get_dsn()
     kwargs.setdefault("connect_timeout", 10)
+    from_env = bool(os.environ.get(DSN_ENV)) and dsn == os.environ.get(DSN_ENV)
+    where = f"{DSN_ENV} ({mask_dsn(dsn)})" if from_env else f"the DSN {mask_dsn(dsn)!r}"
+    try:
+        psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise DatabaseUnavailableError(
+            f"{where} is not a PostgreSQL connection string ({mask_dsn(str(exc).strip())}); "
+            f"expected e.g. {COMPOSE_DSN.replace(':postgres@', ':***@')}"
+        ) from None
     try:
         return psycopg.connect(dsn, autocommit=autocommit, **kwargs)
     except psycopg.OperationalError as exc:
         reason = _connect_failure_reason(exc)
-        hint = (
-            f"{DSN_ENV} is set: start that server (for the bundled one: `docker compose up -d`), "
-            f"or unset {DSN_ENV} to use the embedded server."
-            if os.environ.get(DSN_ENV) and dsn == os.environ.get(DSN_ENV)
-            else "Check that the server is running and the DSN (host, port, user, database) is right."
-        )
+        if re.search(r"does not exist|authentication failed|password|no pg_hba", reason):
+            hint = "The server answered: check the user, password and database in the DSN."
+        elif from_env:
+            hint = (
+                f"{DSN_ENV} is set: start that server (for the bundled one: `docker compose up -d --wait`), "
+                f"or unset {DSN_ENV} to use the embedded server."
+            )
+        else:
+            hint = "Check that the server is running and the DSN (host, port, user, database) is right."
         raise DatabaseUnavailableError(
             f"Cannot connect to PostgreSQL at {describe_dsn(dsn)}: {mask_dsn(reason).rstrip('.')}. {hint}"
         ) from None

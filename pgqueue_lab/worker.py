@@ -104,10 +104,14 @@ class Worker:
         retry_delay: float = 1.0,
         max_delay: float = 300.0,
     ) -> None:
+        if not isinstance(queue, Queue):
+            raise InvalidInputError(f"queue must be a Queue, got {type(queue).__name__}: {queue!r}")
         self.queue = queue
         self.handlers = dict(handlers)
-        for key in self.handlers:
+        for key, handler in self.handlers.items():
             validate.job_type(key, what="handler job type")
+            if not callable(handler):
+                raise InvalidInputError(f"the handler for {key!r} is not callable: {handler!r}")
         self.threads = validate.positive_int(threads, "threads")
         self.batch_size = validate.positive_int(batch_size, "batch_size")
         self.poll_interval = validate.seconds(poll_interval, "poll_interval")

@@ -23,10 +23,11 @@ from pgqueue_lab import db
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
-def _trim_tracebacks(nb: nbformat.NotebookNode) -> None:
-    """Keep only the last line of stored tracebacks: nbval does not compare them, and the full
-    text names files on the machine that ran the notebook."""
+def _clean(nb: nbformat.NotebookNode) -> None:
+    """Drop per-cell timing metadata, and keep only the last line of stored tracebacks: nbval
+    compares neither, and a full traceback names files on the machine that ran the notebook."""
     for cell in nb.cells:
+        cell.get("metadata", {}).pop("execution", None)
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
                 output["traceback"] = [f"{output['ename']}: {output['evalue']}"]
@@ -36,9 +37,13 @@ def refresh(path: Path) -> float:
     nb = nbformat.read(path, as_version=4)
     start = time.monotonic()
     NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        nb,
+        timeout=300,
+        kernel_name="python3",
+        record_timing=False,  # no per-cell timestamps: a refresh changes only what changed
+        resources={"metadata": {"path": str(path.parent)}},
     ).execute()
-    _trim_tracebacks(nb)
+    _clean(nb)
     nbformat.write(nb, path)
     return time.monotonic() - start
 

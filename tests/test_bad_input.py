@@ -139,3 +139,10 @@ def test_plain_strings_and_escaped_backslashes_are_fine(conn: psycopg.Connection
     queue.enqueue(conn, "t", "just a string")
     queue.enqueue_many(conn, [("t", {"path": "C:\\u0000dir"}), ("t", ["list"])])
     assert [j["payload"] for j in queue.jobs(conn)] == ["just a string", {"path": "C:\\u0000dir"}, ["list"]]
+
+
+def test_worker_refuses_a_non_queue_and_uncallable_handlers(dsn: str, queue: Queue) -> None:
+    with pytest.raises(InvalidInputError, match="queue must be a Queue, got str"):
+        Worker("shop", {"t": print}, dsn=dsn)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="the handler for 'email' is not callable"):
+        Worker(queue, {"email": "send_email"}, dsn=dsn)  # type: ignore[dict-item]

@@ -34,7 +34,11 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 
 def _leftover_schemas(conn: psycopg.Connection[Any]) -> list[str]:
-    rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bench\\_%'").fetchall()
+    """The bench's schemas now in the database (a soak running elsewhere is not ours to count)."""
+    rows = conn.execute(
+        "SELECT nspname FROM pg_namespace"
+        " WHERE nspname LIKE 'bench\\_%' AND nspname NOT LIKE 'bench\\_soak\\_%'"
+    ).fetchall()
     return [name for (name,) in rows]
 
 

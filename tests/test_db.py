@@ -125,3 +125,30 @@ def test_server_killed_holders_are_pruned_so_the_last_process_stops_it(tmp_path:
         time.sleep(0.2)
     assert not (pgdata / "postmaster.pid").exists(), "the last process did not stop the server"
     assert json.loads(handles.read_text()) == []
+
+
+@pytest.mark.parametrize(
+    ("dsn", "masked"),
+    [
+        ("postgresql://u:abc#def@127.0.0.1:5432/test", "postgresql://u:***@127.0.0.1:5432/test"),
+        ("postgresql://postgres:p@ss@127.0.0.1/x", "postgresql://postgres:***@127.0.0.1/x"),
+        ("postgresql://h/db?password=zz&sslmode=disable", "postgresql://h/db?password=***&sslmode=disable"),
+        ("postgresql://postgres:@/postgres?host=/run/pg", "postgresql://postgres:@/postgres?host=/run/pg"),
+    ],
+)
+def test_awkward_passwords_are_masked_too(dsn: str, masked: str) -> None:
+    assert db.mask_dsn(dsn) == masked
+
+
+def test_a_malformed_dsn_is_one_clear_line() -> None:
+    result = _cli("demo", env={**os.environ, db.DSN_ENV: "127.0.0.1:5433"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "is not a PostgreSQL connection string" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_wrong_database_name_says_to_check_the_dsn(dsn: str) -> None:
+    from psycopg.conninfo import make_conninfo
+
+    with pytest.raises(db.DatabaseUnavailableError, match="check the user, password and database"):
+        db.connect(make_conninfo(dsn, dbname="no_such_database_here"))
