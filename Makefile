@@ -1,7 +1,7 @@
 # One command for each routine job. Run inside the project's virtualenv.
 PY ?= python
 
-.PHONY: install demo lab test test-server notebooks lint format typecheck ci
+.PHONY: install demo lab test test-server notebooks bench lint format typecheck ci
 
 install:            ## install the package with everything a contributor needs
 	$(PY) -m pip install -e ".[dev]"
@@ -20,6 +20,9 @@ test-server:        ## the same against the local PostgreSQL server
 
 notebooks:          ## re-execute every notebook and store its outputs (after changing one)
 	$(PY) scripts/refresh_notebooks.py
+
+bench:              ## the benchmark: every figure beside its same-run baseline
+	pgqueue-lab bench --csv bench-results.csv
 
 lint:               ## ruff lint + format check (notebooks included)
 	ruff check . && ruff format --check .
