@@ -9,6 +9,7 @@ back together with your own statements (*transactional enqueue*).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,19 @@ def _new_job(item: NewJob | tuple[Any, ...] | Mapping[str, Any], index: int) -> 
         f"job #{index} of the batch must be a NewJob, a (type, payload) tuple or a dict, "
         f"got {type(item).__name__}"
     )
+
+
+def _atomic(conn: Connection) -> AbstractContextManager[Any]:
+    """The transaction one statement needs.
+
+    On an autocommit connection outside any transaction a single statement is already atomic
+    (its own transaction), so no ``BEGIN``/``COMMIT`` round trips are spent on it. Inside the
+    caller's transaction it runs in a savepoint, which commits or rolls back with the caller's.
+    On a connection that is not in autocommit mode, a transaction is begun and committed.
+    """
+    if conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        return nullcontext()
+    return conn.transaction()
 
 
 def _plain(job: NewJob) -> bool:
@@ -139,7 +153,7 @@ class Queue:
         :raises InvalidInputError: before anything is sent, if an argument is unusable.
         """
         params = self._job_params(NewJob(type, payload, queue, priority, delay, max_attempts), None)
-        with conn.transaction():
+        with _atomic(conn):
             row = conn.execute(self._q(sql.ENQUEUE), {**params, "channel": self.channel}).fetchone()
         assert row is not None
         return int(row[0])
@@ -157,7 +171,7 @@ class Queue:
         if not rows:
             return []
         params = {"jobs": validate.batch_json(rows), "channel": self.channel}
-        with conn.transaction():
+        with _atomic(conn):
             return [int(r[0]) for r in conn.execute(self._q(sql.ENQUEUE_MANY), params).fetchall()]
 
     @staticmethod
@@ -214,7 +228,7 @@ class Queue:
             "queues": validate.queue_names(queues),
             "lease": validate.seconds(lease, "lease"),
         }
-        with conn.transaction():
+        with _atomic(conn):
             rows = conn.execute(self._q(sql.CLAIM), params).fetchall()
         return [Job(*row) for row in rows]
 
@@ -229,7 +243,7 @@ class Queue:
         ids = [job_ids] if isinstance(job_ids, int) else list(job_ids)
         if not ids:
             return 0
-        with conn.transaction():
+        with _atomic(conn):
             rows = conn.execute(self._q(sql.COMPLETE), {"ids": ids, "worker_id": worker_id}).fetchall()
         return len(rows)
 
@@ -259,7 +273,7 @@ class Queue:
             "worker_id": worker_id,
             "retry": bool(retry),
         }
-        with conn.transaction():
+        with _atomic(conn):
             row = conn.execute(self._q(sql.FAIL), params).fetchone()
         return None if row is None else str(row[0])
 
@@ -267,7 +281,7 @@ class Queue:
         """Return claimed jobs that were never started to ``pending`` (graceful shutdown)."""
         ids = list(job_ids)
         if ids:
-            with conn.transaction():
+            with _atomic(conn):
                 conn.execute(self._q(sql.RELEASE), {"ids": ids})
 
     # -- crashes, dead letters -------------------------------------------------------------
@@ -281,7 +295,7 @@ class Queue:
         if not ids:
             return []
         params = {"ids": ids, "worker_id": worker_id, "lease": validate.seconds(lease, "lease")}
-        with conn.transaction():
+        with _atomic(conn):
             return [int(r[0]) for r in conn.execute(self._q(sql.HEARTBEAT), params).fetchall()]
 
     def rescue(self, conn: Connection) -> list[tuple[int, str]]:
@@ -289,7 +303,7 @@ class Queue:
 
         Returns ``[(id, new status), ...]``. Safe to run from every worker at any time.
         """
-        with conn.transaction():
+        with _atomic(conn):
             rows = conn.execute(self._q(sql.RESCUE)).fetchall()
         return sorted((int(i), str(s)) for i, s in rows)
 
@@ -304,7 +318,7 @@ class Queue:
         ids = [job_ids] if isinstance(job_ids, int) else list(job_ids)
         if not ids:
             return []
-        with conn.transaction():
+        with _atomic(conn):
             rows = conn.execute(self._q(sql.REQUEUE), {"ids": ids, "channel": self.channel}).fetchall()
         return [int(r[0]) for r in rows]
 
