@@ -4,9 +4,10 @@ The helper module behind the notebooks, one concept per file:
 
 - :mod:`pgqueue_lab.db` - where the database comes from (``PGQUEUE_LAB_DSN`` or embedded)
 - :mod:`pgqueue_lab.sql` - every SQL statement, as named constants you can print
-- :mod:`pgqueue_lab.queue` - create, enqueue, claim, complete, fail, wait
-- :mod:`pgqueue_lab.worker` - threads running handlers by job type
+- :mod:`pgqueue_lab.queue` - create, enqueue, claim, complete, fail, wait; leases, dead letters
+- :mod:`pgqueue_lab.worker` - threads running handlers by job type, with a housekeeper
 - :mod:`pgqueue_lab.report` - the queue's state as pandas DataFrames
+- :mod:`pgqueue_lab.bench` - the benchmark behind ``pgqueue-lab bench``
 - :mod:`pgqueue_lab.validate` / :mod:`pgqueue_lab.errors` - bad input stops before the database
 """
 
