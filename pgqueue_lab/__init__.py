@@ -11,8 +11,17 @@ The helper module behind the notebooks, one concept per file:
 - :mod:`pgqueue_lab.validate` / :mod:`pgqueue_lab.errors` - bad input stops before the database
 """
 
+import logging as _logging
+
 from .db import connect, get_dsn
-from .errors import DatabaseUnavailableError, InvalidInputError, PermanentJobError, QueueError
+from .errors import (
+    DatabaseUnavailableError,
+    InvalidInputError,
+    PermanentJobError,
+    QueueError,
+    QueueNotFoundError,
+    WorkerError,
+)
 from .queue import Job, NewJob, Queue
 from .worker import Worker, WorkerStats
 
@@ -24,9 +33,14 @@ __all__ = [
     "PermanentJobError",
     "Queue",
     "QueueError",
+    "QueueNotFoundError",
     "Worker",
+    "WorkerError",
     "WorkerStats",
     "connect",
     "get_dsn",
 ]
 __version__ = "0.1.0"
+
+# A library adds no handler but this one: the application decides where its log records go.
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())

@@ -31,3 +31,19 @@ class PermanentJobError(QueueError):
     The job goes straight to ``failed`` (the dead-letter state) instead of using up its
     remaining attempts.
     """
+
+
+class QueueNotFoundError(QueueError):
+    """The queue's schema or ``jobs`` table does not exist in this database.
+
+    The message names the schema and says to run ``Queue(schema).create(conn)`` first.
+    """
+
+
+class WorkerError(QueueError):
+    """A worker thread stopped on an error it could not handle (not a handler's error, which
+    fails only its job, nor a lost connection, which the thread survives).
+
+    :meth:`pgqueue_lab.Worker.run` raises it once every thread has stopped; the jobs the thread
+    held were recorded or released first (or return to ``pending`` when their lease expires).
+    """

@@ -4,19 +4,30 @@ Every method takes the connection to use as its first argument, so you decide wh
 transaction it runs in. With an autocommit connection (what :func:`pgqueue_lab.connect` gives)
 each call is its own transaction; inside ``with conn.transaction():`` the calls commit or roll
 back together with your own statements (*transactional enqueue*).
+
+On a connection that is *not* in autocommit mode (psycopg's default) the rules are psycopg's:
+a call made while no transaction is open begins one and commits it before returning, reads
+included, so nothing is left open behind your back; a call made while your own transaction is
+open joins it, and your ``commit()`` decides.
+
+A claimed :class:`Job` carries a *claim token*. ``complete``, ``fail``, ``heartbeat`` and
+``release`` take the :class:`Job` objects themselves, not bare ids, and the database checks the
+token on every write: once a lease lapses and the job is rescued, nothing this run does can
+change it any more (*fencing*).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import psycopg
 
 from . import sql, validate
-from .errors import InvalidInputError
+from .errors import InvalidInputError, QueueNotFoundError
 
 Connection = psycopg.Connection[Any]
 
@@ -29,7 +40,12 @@ DEFAULT_MAX_ATTEMPTS = 5
 
 @dataclass(frozen=True)
 class Job:
-    """A claimed job, as a handler receives it."""
+    """A claimed job, as a handler receives it.
+
+    ``token`` is the claim token the database gave this run of the job; pass the ``Job`` itself
+    to :meth:`Queue.complete`, :meth:`Queue.fail`, :meth:`Queue.heartbeat` and
+    :meth:`Queue.release`, which present it.
+    """
 
     id: int
     queue: str
@@ -37,6 +53,7 @@ class Job:
     payload: Any
     attempts: int
     max_attempts: int
+    token: UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +97,24 @@ def _atomic(conn: Connection) -> AbstractContextManager[Any]:
     return conn.transaction()
 
 
+def _claimed(jobs: Job | Iterable[Job], what: str) -> tuple[list[int], list[UUID]]:
+    """Ids and claim tokens of claimed jobs, sorted by id (so concurrent writers lock rows in one
+    order). Refuses anything that is not a :class:`Job` from :meth:`Queue.claim`."""
+    items: list[Any] = (
+        list(jobs)
+        if isinstance(jobs, Iterable) and not isinstance(jobs, (Job, str, bytes))
+        else [jobs]
+    )
+    for item in items:
+        if not isinstance(item, Job) or item.token is None:
+            raise InvalidInputError(
+                f"{what}() takes the Job objects that claim() returned (their claim token proves "
+                f"this run still holds them), got {type(item).__name__}: {item!r}"
+            )
+    items.sort(key=lambda job: job.id)
+    return [job.id for job in items], [job.token for job in items if job.token is not None]
+
+
 def _plain(job: NewJob) -> bool:
     """True if ``job`` has a clean type and queue and the default numbers (no checks needed)."""
     return (
@@ -112,6 +147,21 @@ class Queue:
 
     def _q(self, statement: str) -> psycopg.sql.Composed:
         return sql.compose(statement, self.schema)
+
+    @contextmanager
+    def _tx(self, conn: Connection) -> Iterator[None]:
+        """Run the block as one transaction (see :func:`_atomic`); a missing queue table becomes
+        one clear :class:`~pgqueue_lab.errors.QueueNotFoundError`."""
+        try:
+            with _atomic(conn):
+                yield
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
+            if self.schema not in str(exc):
+                raise
+            raise QueueNotFoundError(
+                f"the queue {self.schema!r} does not exist in this database: create it first with "
+                f"Queue({self.schema!r}).create(conn)"
+            ) from None
 
     # -- schema ----------------------------------------------------------------------------
 
@@ -153,7 +203,7 @@ class Queue:
         :raises InvalidInputError: before anything is sent, if an argument is unusable.
         """
         params = self._job_params(NewJob(type, payload, queue, priority, delay, max_attempts), None)
-        with _atomic(conn):
+        with self._tx(conn):
             row = conn.execute(self._q(sql.ENQUEUE), {**params, "channel": self.channel}).fetchone()
         assert row is not None
         return int(row[0])
@@ -171,7 +221,7 @@ class Queue:
         if not rows:
             return []
         params = {"jobs": validate.batch_json(rows), "channel": self.channel}
-        with _atomic(conn):
+        with self._tx(conn):
             return [int(r[0]) for r in conn.execute(self._q(sql.ENQUEUE_MANY), params).fetchall()]
 
     @staticmethod
@@ -216,11 +266,13 @@ class Queue:
     ) -> list[Job]:
         """Claim up to ``limit`` due jobs atomically (``FOR UPDATE SKIP LOCKED``), mark them running.
 
-        Concurrent callers never get the same job. Returns ``[]`` when nothing is due.
+        Concurrent callers never get the same job. Returns ``[]`` when nothing is due. Each job
+        comes with a fresh claim token (:attr:`Job.token`).
 
-        :param worker_id: recorded in the ``worker_id`` column.
+        :param worker_id: recorded in the ``worker_id`` column (for people reading the table).
         :param queues: only jobs of these queues (default: every queue).
-        :param lease: seconds the claim is held (``locked_until``) before it counts as abandoned.
+        :param lease: seconds the claim is held (``locked_until``) before it counts as abandoned
+            and :meth:`rescue` may give the job to another worker.
         """
         params = {
             "worker_id": validate.job_type(worker_id, what="worker_id"),
@@ -228,74 +280,86 @@ class Queue:
             "queues": validate.queue_names(queues),
             "lease": validate.seconds(lease, "lease"),
         }
-        with _atomic(conn):
+        with self._tx(conn):
             rows = conn.execute(self._q(sql.CLAIM), params).fetchall()
         return [Job(*row) for row in rows]
 
-    def complete(
-        self, conn: Connection, job_ids: int | Iterable[int], *, worker_id: str | None = None
-    ) -> int:
-        """Mark running jobs ``completed``. Returns how many changed.
+    def complete(self, conn: Connection, jobs: Job | Iterable[Job]) -> int:
+        """Mark claimed jobs ``completed``. Returns how many changed.
 
-        Jobs that are not running are skipped. With ``worker_id``, so are jobs now held by
-        another worker (the lease expired and the job was rescued: this run was too late).
+        A job is skipped if it is no longer running under this claim (its lease lapsed and it
+        was rescued, or it was already completed): a late run can change nothing.
+
+        :param jobs: the :class:`Job` objects :meth:`claim` returned.
         """
-        ids = [job_ids] if isinstance(job_ids, int) else list(job_ids)
+        ids, tokens = _claimed(jobs, "complete")
         if not ids:
             return 0
-        with _atomic(conn):
-            rows = conn.execute(self._q(sql.COMPLETE), {"ids": ids, "worker_id": worker_id}).fetchall()
+        with self._tx(conn):
+            rows = conn.execute(self._q(sql.COMPLETE), {"ids": ids, "tokens": tokens}).fetchall()
         return len(rows)
 
     def fail(
         self,
         conn: Connection,
-        job_id: int,
+        job: Job,
         error: str,
         *,
         retry_delay: float = 1.0,
         max_delay: float = 300.0,
-        worker_id: str | None = None,
         retry: bool = True,
     ) -> str | None:
-        """Record that a running job failed.
+        """Record that a claimed job failed.
 
         With attempts left (and ``retry`` true) it returns to ``pending``, due after
-        ``retry_delay * 2^(attempts-1)`` seconds (at most ``max_delay``, ±10 % jitter); otherwise
-        it becomes ``failed`` (a dead letter). Returns the new status, or ``None`` if the job
-        was not running (or, with ``worker_id``, is held by another worker).
+        ``retry_delay * 2^(attempts-1)`` seconds (at most ``max_delay``, jittered by up to 10 %),
+        and the retry is announced; otherwise it becomes ``failed`` (a dead letter). Returns
+        the new status, or ``None`` if nothing changed because the job is no longer running
+        under this claim.
+
+        :param error: the error text; a NUL character or a lone surrogate is escaped, and text
+            longer than 4000 characters is shortened, so recording it cannot fail.
         """
+        (job_id,), (token,) = _claimed(job, "fail")
         params = {
             "id": job_id,
-            "error": str(error),
+            "token": token,
+            "error": validate.error_text(error),
             "retry_delay": validate.seconds(retry_delay, "retry_delay"),
             "max_delay": validate.seconds(max_delay, "max_delay"),
-            "worker_id": worker_id,
             "retry": bool(retry),
+            "channel": self.channel,
         }
-        with _atomic(conn):
+        with self._tx(conn):
             row = conn.execute(self._q(sql.FAIL), params).fetchone()
         return None if row is None else str(row[0])
 
-    def release(self, conn: Connection, job_ids: Iterable[int]) -> None:
-        """Return claimed jobs that were never started to ``pending`` (graceful shutdown)."""
-        ids = list(job_ids)
-        if ids:
-            with _atomic(conn):
-                conn.execute(self._q(sql.RELEASE), {"ids": ids})
+    def release(self, conn: Connection, jobs: Iterable[Job]) -> list[int]:
+        """Return claimed jobs that were never started to ``pending`` (graceful shutdown).
+
+        The attempt is not counted and the jobs are announced. Returns the ids released; a job
+        no longer held under this claim is skipped.
+        """
+        ids, tokens = _claimed(jobs, "release")
+        if not ids:
+            return []
+        params = {"ids": ids, "tokens": tokens, "channel": self.channel}
+        with self._tx(conn):
+            return [int(r[0]) for r in conn.execute(self._q(sql.RELEASE), params).fetchall()]
 
     # -- crashes, dead letters -------------------------------------------------------------
 
-    def heartbeat(self, conn: Connection, worker_id: str, job_ids: Iterable[int], lease: float) -> list[int]:
-        """Extend the lease of jobs ``worker_id`` is running by ``lease`` seconds from now.
+    def heartbeat(self, conn: Connection, jobs: Iterable[Job], lease: float) -> list[int]:
+        """Extend the lease of claimed jobs by ``lease`` seconds from now (database clock).
 
-        Returns the ids still held; a missing id was rescued from this worker (its lease expired).
+        Returns the ids still held; a missing id was rescued from this run (its lease expired),
+        so it must not be started, and its result will not be recorded.
         """
-        ids = list(job_ids)
+        ids, tokens = _claimed(jobs, "heartbeat")
         if not ids:
             return []
-        params = {"ids": ids, "worker_id": worker_id, "lease": validate.seconds(lease, "lease")}
-        with _atomic(conn):
+        params = {"ids": ids, "tokens": tokens, "lease": validate.seconds(lease, "lease")}
+        with self._tx(conn):
             return [int(r[0]) for r in conn.execute(self._q(sql.HEARTBEAT), params).fetchall()]
 
     def rescue(self, conn: Connection) -> list[tuple[int, str]]:
@@ -303,46 +367,62 @@ class Queue:
 
         Returns ``[(id, new status), ...]``. Safe to run from every worker at any time.
         """
-        with _atomic(conn):
-            rows = conn.execute(self._q(sql.RESCUE)).fetchall()
-        return sorted((int(i), str(s)) for i, s in rows)
+        with self._tx(conn):
+            rows = conn.execute(self._q(sql.RESCUE), {"channel": self.channel}).fetchall()
+        return [(int(i), str(s)) for i, s in rows]
 
     def dead_letters(self, conn: Connection) -> list[dict[str, Any]]:
         """Jobs that used up their attempts (status ``failed``), with their error history."""
-        cur = conn.execute(self._q(sql.DEAD_LETTERS))
-        names = [d.name for d in cur.description or ()]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        return self._dicts(conn, sql.DEAD_LETTERS)
 
     def requeue(self, conn: Connection, job_ids: int | Iterable[int]) -> list[int]:
         """Give failed jobs a fresh set of attempts; returns the ids requeued (others are skipped)."""
         ids = [job_ids] if isinstance(job_ids, int) else list(job_ids)
         if not ids:
             return []
-        with _atomic(conn):
+        for job_id in ids:
+            validate.integer(job_id, "job id", bits=64)
+        with self._tx(conn):
             rows = conn.execute(self._q(sql.REQUEUE), {"ids": ids, "channel": self.channel}).fetchall()
         return [int(r[0]) for r in rows]
 
-    def next_due(self, conn: Connection, queues: Sequence[str] | str | None = None) -> float | None:
-        """Seconds until the next pending job is due (0 if one is due now, ``None`` if none pends)."""
-        row = conn.execute(self._q(sql.NEXT_DUE), {"queues": validate.queue_names(queues)}).fetchone()
+    def next_due(
+        self, conn: Connection, queues: Sequence[str] | str | None = None, *, future_only: bool = False
+    ) -> float | None:
+        """Seconds until the next pending job is due (0 if one is due now, ``None`` if none pends).
+
+        With ``future_only``, only jobs not due yet count (see :data:`pgqueue_lab.sql.NEXT_DUE`).
+        """
+        params = {"queues": validate.queue_names(queues), "future_only": bool(future_only)}
+        with self._tx(conn):
+            row = conn.execute(self._q(sql.NEXT_DUE), params).fetchone()
         return None if row is None or row[0] is None else max(0.0, float(row[0]))
 
     def vacuum(self, conn: Connection) -> None:
         """Run ``VACUUM`` on the jobs table (see :data:`pgqueue_lab.sql.VACUUM_JOBS`).
 
-        ``conn`` must be in autocommit mode and outside a transaction: VACUUM cannot run in one.
+        :raises InvalidInputError: ``conn`` is not in autocommit mode or is inside a transaction
+            (VACUUM cannot run in one).
         """
-        conn.execute(self._q(sql.VACUUM_JOBS))
+        _require_autocommit(conn, "vacuum")
+        with self._tx(conn):
+            conn.execute(self._q(sql.VACUUM_JOBS))
 
     def has_work(self, conn: Connection, queues: Sequence[str] | str | None = None) -> bool:
         """Whether any job is pending or running."""
-        row = conn.execute(self._q(sql.HAS_WORK), {"queues": validate.queue_names(queues)}).fetchone()
+        with self._tx(conn):
+            row = conn.execute(self._q(sql.HAS_WORK), {"queues": validate.queue_names(queues)}).fetchone()
         return bool(row and row[0])
 
     # -- waiting ---------------------------------------------------------------------------
 
     def listen(self, conn: Connection) -> None:
-        """Subscribe ``conn`` to this queue's channel. It must be in autocommit mode."""
+        """Subscribe ``conn`` to this queue's channel.
+
+        :raises InvalidInputError: ``conn`` is not in autocommit mode or is inside a transaction:
+            a session receives notifications only between transactions.
+        """
+        _require_autocommit(conn, "listen")
         conn.execute(sql.compose(sql.LISTEN, self.schema, channel=self.channel))
 
     def wait(self, conn: Connection, timeout: float) -> list[str]:
@@ -358,11 +438,24 @@ class Queue:
 
     def status_counts(self, conn: Connection) -> list[tuple[str, int]]:
         """``[(status, number of jobs), ...]`` for every status, in lifecycle order."""
-        rows = conn.execute(self._q(sql.STATUS_COUNTS), {"statuses": list(sql.STATUSES)}).fetchall()
+        with self._tx(conn):
+            rows = conn.execute(self._q(sql.STATUS_COUNTS), {"statuses": list(sql.STATUSES)}).fetchall()
         return [(str(s), int(n)) for s, n in rows]
 
     def jobs(self, conn: Connection) -> list[dict[str, Any]]:
         """Every job as a dict, ordered by id."""
-        cur = conn.execute(self._q(sql.LIST_JOBS))
-        names = [d.name for d in cur.description or ()]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        return self._dicts(conn, sql.LIST_JOBS)
+
+    def _dicts(self, conn: Connection, statement: str) -> list[dict[str, Any]]:
+        with self._tx(conn):
+            cur = conn.execute(self._q(statement))
+            names = [d.name for d in cur.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _require_autocommit(conn: Connection, what: str) -> None:
+    if not conn.autocommit or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise InvalidInputError(
+            f"{what}() needs an autocommit connection outside any transaction "
+            "(pgqueue_lab.connect() gives one; or psycopg.connect(..., autocommit=True))"
+        )

@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS {schema}.jobs (
     last_error   text,
     errors       jsonb       NOT NULL DEFAULT jsonb_build_array(),
     worker_id    text,
+    claim_token  uuid,
     locked_until timestamptz,
     created_at   timestamptz NOT NULL DEFAULT now(),
     started_at   timestamptz,
@@ -79,7 +80,9 @@ SELECT id FROM batch, (SELECT count(*) FROM announced) AS sent ORDER BY id"""
 
 #: Claim up to ``limit`` jobs atomically, in one statement.
 #: ``FOR UPDATE SKIP LOCKED`` makes concurrent workers skip rows another worker has locked,
-#: instead of waiting for them or taking them twice.
+#: instead of waiting for them or taking them twice. Each claimed job gets a fresh random
+#: ``claim_token``: every later write of this run (complete, fail, heartbeat, release) must
+#: present it, so a run whose lease lapsed, and whose job was rescued, can change nothing.
 CLAIM = """\
 WITH next AS (
     SELECT id
@@ -95,81 +98,112 @@ WITH next AS (
     SET status = 'running',
         attempts = j.attempts + 1,
         worker_id = %(worker_id)s,
+        claim_token = gen_random_uuid(),
         started_at = now(),
         finished_at = NULL,
         locked_until = now() + make_interval(secs => %(lease)s)
     FROM next
     WHERE j.id = next.id
-    RETURNING j.id, j.queue, j.type, j.payload, j.priority, j.run_at, j.attempts, j.max_attempts
+    RETURNING j.id, j.queue, j.type, j.payload, j.priority, j.run_at, j.attempts, j.max_attempts,
+              j.claim_token
 )
-SELECT id, queue, type, payload, attempts, max_attempts
+SELECT id, queue, type, payload, attempts, max_attempts, claim_token
 FROM claimed
 ORDER BY priority DESC, run_at, id"""
 
-#: Mark running jobs completed (a whole batch in one statement).
+#: Mark running jobs completed (a whole batch in one statement). Fenced: a job is changed only
+#: while it is still ``running`` under the claim token this run was given.
 COMPLETE = """\
-UPDATE {schema}.jobs
+UPDATE {schema}.jobs AS j
 SET status = 'completed', finished_at = now(), locked_until = NULL
-WHERE id = ANY(%(ids)s) AND status = 'running'
-  AND (%(worker_id)s::text IS NULL OR worker_id = %(worker_id)s)
-RETURNING id"""
+FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS mine(id, token)
+WHERE j.id = mine.id AND j.status = 'running' AND j.claim_token = mine.token
+RETURNING j.id"""
 
-#: Record a failure. With attempts left the job goes back to ``pending`` after an exponential
-#: backoff (``retry_delay * 2^(attempts-1)``, at most ``max_delay``, ±10 % jitter, on the
-#: database clock); after its last attempt, or at once if ``retry`` is false (a permanent
-#: error), it stays ``failed``, the dead-letter state. Every error is appended to ``errors``.
+#: Record a failure (fenced by the claim token, like COMPLETE). With attempts left the job goes
+#: back to ``pending`` after an exponential backoff, on the database clock:
+#: ``retry_delay * 2^(attempts-1)``, capped at ``max_delay``, then jittered down by up to 10 %
+#: and up by up to 10 % but never past ``max_delay`` (the exponent stops growing at 100, so the
+#: number cannot overflow). The retry is announced, so an idle worker wakes for it. After its
+#: last attempt, or at once if ``retry`` is false (a permanent error), the job stays
+#: ``failed``, the dead-letter state. Every error is appended to ``errors``.
 FAIL = """\
-UPDATE {schema}.jobs
-SET status       = CASE WHEN %(retry)s AND attempts < max_attempts THEN 'pending' ELSE 'failed' END,
-    run_at       = CASE WHEN %(retry)s AND attempts < max_attempts
-                        THEN now() + make_interval(secs =>
-                             least(%(retry_delay)s * power(2, attempts - 1), %(max_delay)s)
-                             * (0.9 + 0.2 * random()))
-                        ELSE run_at END,
-    finished_at  = CASE WHEN %(retry)s AND attempts < max_attempts THEN NULL ELSE now() END,
-    last_error   = %(error)s,
-    errors       = errors || jsonb_build_array(
-                       jsonb_build_object('attempt', attempts, 'error', %(error)s::text)),
-    locked_until = NULL
-WHERE id = %(id)s AND status = 'running'
-  AND (%(worker_id)s::text IS NULL OR worker_id = %(worker_id)s)
-RETURNING status"""
+WITH failed AS (
+    UPDATE {schema}.jobs
+    SET status       = CASE WHEN %(retry)s AND attempts < max_attempts THEN 'pending' ELSE 'failed' END,
+        run_at       = CASE WHEN %(retry)s AND attempts < max_attempts
+                            THEN now() + make_interval(secs => least(
+                                 least(%(retry_delay)s * power(2, least(attempts - 1, 100)), %(max_delay)s)
+                                 * (0.9 + 0.2 * random()),
+                                 %(max_delay)s))
+                            ELSE run_at END,
+        finished_at  = CASE WHEN %(retry)s AND attempts < max_attempts THEN NULL ELSE now() END,
+        last_error   = %(error)s,
+        errors       = errors || jsonb_build_array(
+                           jsonb_build_object('attempt', attempts, 'error', %(error)s::text)),
+        locked_until = NULL
+    WHERE id = %(id)s AND status = 'running' AND claim_token = %(token)s
+    RETURNING status, queue
+), announced AS (
+    SELECT pg_notify(%(channel)s, queue) FROM failed WHERE status = 'pending'
+)
+SELECT status FROM failed, (SELECT count(*) FROM announced) AS sent"""
 
-#: Put claimed-but-unstarted jobs back (a worker stopping gracefully), not counting the attempt.
+#: Put claimed-but-unstarted jobs back (a worker stopping gracefully), not counting the attempt,
+#: and announce them so another worker takes them at once. Fenced by the claim token: a worker
+#: that lost a job (its lease lapsed and the job was rescued) cannot un-claim it from the
+#: worker running it now.
 RELEASE = """\
-UPDATE {schema}.jobs
-SET status = 'pending', attempts = attempts - 1, worker_id = NULL,
-    started_at = NULL, locked_until = NULL
-WHERE id = ANY(%(ids)s) AND status = 'running'"""
+WITH released AS (
+    UPDATE {schema}.jobs AS j
+    SET status = 'pending', attempts = j.attempts - 1, worker_id = NULL, claim_token = NULL,
+        started_at = NULL, locked_until = NULL
+    FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS mine(id, token)
+    WHERE j.id = mine.id AND j.status = 'running' AND j.claim_token = mine.token
+    RETURNING j.id, j.queue
+), announced AS (
+    SELECT pg_notify(%(channel)s, queue) FROM (SELECT DISTINCT queue FROM released) AS q
+)
+SELECT id FROM released, (SELECT count(*) FROM announced) AS sent ORDER BY id"""
 
-#: A live worker extends the lease of the jobs it is running (its heartbeat).
+#: A live worker extends the lease of the jobs it holds (its heartbeat). Returns the ids still
+#: held: a missing one was rescued from this run (its lease lapsed), and must not be started.
 HEARTBEAT = """\
-UPDATE {schema}.jobs
+UPDATE {schema}.jobs AS j
 SET locked_until = now() + make_interval(secs => %(lease)s)
-WHERE id = ANY(%(ids)s) AND status = 'running' AND worker_id = %(worker_id)s
-RETURNING id"""
+FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS mine(id, token)
+WHERE j.id = mine.id AND j.status = 'running' AND j.claim_token = mine.token
+RETURNING j.id"""
 
 #: Rescue jobs whose lease expired: their worker crashed, hung or lost its connection.
-#: The lost run counts as an attempt: with attempts left the job is pending again at once,
-#: otherwise it is failed.
+#: The lost run counts as an attempt: with attempts left the job is pending again at once (and
+#: announced), otherwise it is failed. Clearing ``claim_token`` fences the lost run out: its
+#: late complete, fail, heartbeat or release finds no row with its token.
 RESCUE = """\
-UPDATE {schema}.jobs AS j
-SET status       = CASE WHEN j.attempts < j.max_attempts THEN 'pending' ELSE 'failed' END,
-    run_at       = now(),
-    finished_at  = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE now() END,
-    last_error   = lost.error,
-    errors       = j.errors || jsonb_build_array(
-                       jsonb_build_object('attempt', j.attempts, 'error', lost.error)),
-    worker_id    = NULL,
-    locked_until = NULL
-FROM (
-    SELECT id, 'lease expired: worker ' || coalesce(worker_id, '?') || ' stopped responding' AS error
-    FROM {schema}.jobs
-    WHERE status = 'running' AND locked_until < now()
-    FOR UPDATE SKIP LOCKED
-) AS lost
-WHERE j.id = lost.id
-RETURNING j.id, j.status"""
+WITH rescued AS (
+    UPDATE {schema}.jobs AS j
+    SET status       = CASE WHEN j.attempts < j.max_attempts THEN 'pending' ELSE 'failed' END,
+        run_at       = now(),
+        finished_at  = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE now() END,
+        last_error   = lost.error,
+        errors       = j.errors || jsonb_build_array(
+                           jsonb_build_object('attempt', j.attempts, 'error', lost.error)),
+        worker_id    = NULL,
+        claim_token  = NULL,
+        locked_until = NULL
+    FROM (
+        SELECT id, 'lease expired: worker ' || coalesce(worker_id, '?') || ' stopped responding' AS error
+        FROM {schema}.jobs
+        WHERE status = 'running' AND locked_until < now()
+        FOR UPDATE SKIP LOCKED
+    ) AS lost
+    WHERE j.id = lost.id
+    RETURNING j.id, j.status, j.queue
+), announced AS (
+    SELECT pg_notify(%(channel)s, queue)
+    FROM (SELECT DISTINCT queue FROM rescued WHERE status = 'pending') AS q
+)
+SELECT id, status FROM rescued, (SELECT count(*) FROM announced) AS sent ORDER BY id"""
 
 #: Reclaim the dead rows that every claim and completion leaves behind. A busy queue makes them
 #: faster than autovacuum (which visits a database once a minute) removes them, and the claim
@@ -177,12 +211,15 @@ RETURNING j.id, j.status"""
 VACUUM_JOBS = "VACUUM (SKIP_LOCKED) {schema}.jobs"
 
 #: Seconds until the next pending job is due (negative if overdue, NULL if none is pending):
-#: an idle worker sleeps no longer than this, so a scheduled job starts on time.
+#: an idle worker sleeps no longer than this, so a scheduled job starts on time. With
+#: ``future_only`` only jobs not yet due count: a worker whose claim found nothing although a
+#: job is due knows that job is locked by someone else, and waits for the next one instead.
 NEXT_DUE = """\
 SELECT extract(epoch FROM min(run_at) - now())::float8
 FROM {schema}.jobs
 WHERE status = 'pending'
-  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))"""
+  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+  AND (NOT %(future_only)s OR run_at > now())"""
 
 #: Is any job still pending or running? (A draining worker stops when not.)
 HAS_WORK = """\
@@ -204,7 +241,7 @@ REQUEUE = """\
 WITH requeued AS (
     UPDATE {schema}.jobs
     SET status = 'pending', attempts = 0, run_at = now(), finished_at = NULL,
-        worker_id = NULL, locked_until = NULL
+        worker_id = NULL, claim_token = NULL, locked_until = NULL
     WHERE id = ANY(%(ids)s) AND status = 'failed'
     RETURNING id, queue
 )

@@ -43,14 +43,46 @@ def schema_name(name: object) -> str:
 
 
 def job_type(value: object, *, what: str = "job type") -> str:
-    """Return ``value`` if it is a non-empty string without surrounding spaces."""
+    """Return ``value`` if it is a non-empty string without surrounding spaces, NUL characters
+    or lone surrogates (PostgreSQL's ``text`` can hold neither)."""
     if not isinstance(value, str):
         raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}: {value!r}")
     if not value.strip():
         raise InvalidInputError(f"{what} must not be empty")
     if value != value.strip():
         raise InvalidInputError(f"{what} {value!r} has leading or trailing spaces")
+    if "\x00" in value:
+        raise InvalidInputError(f"{what} {value!r} contains the NUL character, which text cannot store")
+    _encodable(value, what)
     return value
+
+
+def _encodable(text: str, what: str) -> None:
+    """Refuse a lone surrogate (e.g. from a wrongly decoded file name): it is not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start : exc.end]
+        raise InvalidInputError(
+            f"{what} contains {bad!r} at position {exc.start}, a lone surrogate that UTF-8 cannot encode"
+        ) from None
+
+
+#: Longest error text a failure records; longer text is cut (tracebacks belong in logs).
+MAX_ERROR_LENGTH = 4000
+
+
+def error_text(error: object) -> str:
+    """The text to record for a failure, made storable: NUL characters and lone surrogates are
+    escaped (``\\x00``, ``\\udc80``) and text over :data:`MAX_ERROR_LENGTH` characters is cut.
+
+    A handler's error may hold any text; recording it must never fail.
+    """
+    text = str(error).replace("\x00", "\\x00")
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) > MAX_ERROR_LENGTH:
+        text = text[: MAX_ERROR_LENGTH - 1] + "…"
+    return text
 
 
 #: A NUL character as json.dumps writes it (an escaped backslash before "u0000" is not one).
@@ -81,6 +113,7 @@ def payload_json(payload: object) -> str:
         raise InvalidInputError(f"payload is not JSON-serialisable: {exc}") from None
     if "\\u0000" in text and _NUL.search(text):
         raise InvalidInputError("payload contains the NUL character (\\u0000), which jsonb cannot store")
+    _encodable(text, "payload")
     return text
 
 
@@ -93,13 +126,21 @@ def batch_json(jobs: list[dict[str, Any]]) -> str:
         text = json.dumps(jobs, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError):
         text = ""
-    if not text or ("\\u0000" in text and _NUL.search(text)):
+    if not text or ("\\u0000" in text and _NUL.search(text)) or not _utf8(text):
         for index, job in enumerate(jobs):
             try:
                 payload_json(job["payload"])
             except InvalidInputError as exc:
                 raise InvalidInputError(f"{exc} (job #{index} of the batch)") from None
     return text
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def positive_int(value: object, name: str) -> int:
@@ -111,21 +152,30 @@ def positive_int(value: object, name: str) -> int:
     return value
 
 
-def integer(value: object, name: str) -> int:
-    """Return ``value`` if it is an ``int`` that fits PostgreSQL's ``integer``."""
+def integer(value: object, name: str, *, bits: int = 32) -> int:
+    """Return ``value`` if it is an ``int`` that fits PostgreSQL's ``integer`` (``bits=64``:
+    ``bigint``)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInputError(f"{name} must be an integer, got {type(value).__name__}: {value!r}")
-    if not -(2**31) <= value < 2**31:
-        raise InvalidInputError(f"{name} {value} does not fit a 32-bit integer")
+    if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+        raise InvalidInputError(f"{name} {value} does not fit a {bits}-bit integer")
     return value
 
 
+#: The longest duration any argument may have: ten years, in seconds. Longer ones overflow
+#: PostgreSQL's interval and timestamp arithmetic (``now() + make_interval(secs => 1e300)``).
+MAX_SECONDS = 10 * 365 * 24 * 3600
+
+
 def seconds(value: object, name: str) -> float:
-    """Return ``value`` as a float if it is a finite number of seconds >= 0."""
+    """Return ``value`` as a float if it is a finite number of seconds, >= 0 and at most
+    :data:`MAX_SECONDS` (ten years)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidInputError(f"{name} must be a number of seconds, got {type(value).__name__}: {value!r}")
     if not math.isfinite(value) or value < 0:
         raise InvalidInputError(f"{name} must be a finite number of seconds >= 0, got {value}")
+    if value > MAX_SECONDS:
+        raise InvalidInputError(f"{name} must be at most {MAX_SECONDS} seconds (ten years), got {value:g}")
     return float(value)
 
 

@@ -1,20 +1,38 @@
 """A worker: N threads, each with its own connection, running handlers by job type.
 
 Each thread loops: claim a batch (one statement, ``FOR UPDATE SKIP LOCKED``), run the handler of
-each job, mark the successes completed in one statement and each failure failed. When nothing
-is due it sleeps until a NOTIFY arrives, the next scheduled job is due, or ``poll_interval``
-passes (the polling fallback, so a lost notification never strands a job).
+each job, then mark the successes completed in one statement (each failure is recorded as it
+happens). When nothing is due it sleeps until a NOTIFY arrives, the next scheduled job is due,
+or ``poll_interval`` passes (the polling fallback, so a lost notification never strands a job).
 
 A housekeeping thread keeps the claims alive: it extends the lease of every job the worker
-holds (heartbeat), fails a job whose handler overran its timeout, and rescues jobs whose lease
-expired because *another* worker crashed, hung or lost its connection. A lost connection is
-reopened after a short pause, so a database restart only pauses the worker.
+holds (heartbeat), takes over the batch of a handler that overran its timeout, and rescues
+jobs whose lease expired because *another* worker crashed, hung or lost its connection.
+
+What the worker promises, and how:
+
+- **A finished job is never run again because of this worker.** A thread keeps each outcome
+  (success or failure) until the database has recorded it; a lost connection is reopened and
+  the outcomes are recorded then, while the housekeeper keeps their leases alive. A timeout,
+  a stop or a reconnect gives back only jobs that were never started.
+- **A run that lost its job changes nothing.** Every write presents the job's claim token
+  (see :mod:`pgqueue_lab.queue`). Before starting a job, a thread that cannot be sure its lease
+  is still valid (it was paused, say) asks the database first and skips jobs it no longer holds.
+- **Nothing is stranded.** A thread that stops on an unexpected error hands its jobs to the
+  housekeeper, which records or releases them; :meth:`Worker.run` then raises
+  :class:`~pgqueue_lab.errors.WorkerError`. If even that fails, the leases expire and any worker
+  rescues the jobs. Ctrl-C (``KeyboardInterrupt``) in :meth:`Worker.run` stops the worker
+  gracefully, then re-raises.
+
+Delivery stays *at least once*: a worker killed after a handler ran but before the database
+recorded it leaves a job that runs again after its lease expires. Handlers must be idempotent.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 import time
 from collections import Counter
@@ -25,7 +43,7 @@ from typing import Any
 import psycopg
 
 from . import db, validate
-from .errors import DatabaseUnavailableError, InvalidInputError, PermanentJobError
+from .errors import DatabaseUnavailableError, InvalidInputError, PermanentJobError, WorkerError
 from .queue import Connection, Job, Queue
 
 Handler = Callable[[Job], Any]
@@ -36,14 +54,22 @@ _CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, Database
 
 @dataclass
 class WorkerStats:
-    """What a worker did, per thread: jobs completed, and failed attempts (a job retried three
-    times and then completed counts three failures and one completion); recovery events."""
+    """What a worker did, as the database recorded it.
+
+    ``completed`` and ``failed`` count, per thread, the completions and failed attempts the
+    database accepted (a job retried three times and then completed counts three failures and
+    one completion). ``lost`` counts outcomes the database refused because the job had been
+    rescued from this worker (its lease lapsed). ``errors`` lists the threads that stopped on
+    an unexpected error.
+    """
 
     completed: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
     timed_out: int = 0
     rescued: int = 0
     reconnects: int = 0
+    lost: int = 0
+    errors: list[str] = field(default_factory=list)
 
     @property
     def total_completed(self) -> int:
@@ -55,14 +81,26 @@ class WorkerStats:
 
 
 @dataclass
-class _Held:
-    """The jobs one worker thread holds: claimed, not yet finished."""
+class _Batch:
+    """The jobs one worker thread holds, by stage. Changed only under ``Worker._lock``."""
 
-    ids: set[int] = field(default_factory=set)
-    current: int | None = None
-    timeout: float | None = None
-    deadline: float | None = None
-    abandoned: set[int] = field(default_factory=set)
+    waiting: list[Job] = field(default_factory=list)  # claimed, not started
+    current: Job | None = None  # its handler is running
+    deadline: float | None = None  # monotonic time the current handler's timeout ends
+    done: list[Job] = field(default_factory=list)  # succeeded, not yet recorded
+    failures: list[tuple[Job, str, bool]] = field(default_factory=list)  # (job, error, retry)
+    lease_until: float = 0.0  # monotonic time until which every lease is known to be valid
+    abandoned: bool = False  # the housekeeper took the batch over (timeout, dead thread)
+
+    def held(self) -> list[Job]:
+        jobs = [*self.waiting, *self.done, *(job for job, _, _ in self.failures)]
+        return jobs if self.current is None else [self.current, *jobs]
+
+    def forget(self, ids: set[int]) -> None:
+        """Drop jobs this worker no longer holds (rescued from it): never start or record them."""
+        self.waiting = [job for job in self.waiting if job.id not in ids]
+        self.done = [job for job in self.done if job.id not in ids]
+        self.failures = [f for f in self.failures if f[0].id not in ids]
 
 
 class Worker:
@@ -72,19 +110,23 @@ class Worker:
     :param handlers: job type -> function taking a :class:`Job`. A handler that raises fails the
         job (the exception text is recorded; it is retried while it has attempts left, unless the
         exception is a :class:`~pgqueue_lab.errors.PermanentJobError`); a job whose type has no
-        handler fails too.
+        handler fails too. ``sys.exit()`` in a handler fails its job, not the worker.
     :param dsn: where to connect (default :func:`pgqueue_lab.db.get_dsn`).
     :param threads: worker threads, each with its own connection.
     :param batch_size: jobs claimed per statement.
     :param poll_interval: seconds an idle thread waits for a NOTIFY before claiming anyway.
     :param queues: serve only these named queues (default: all).
     :param name: prefix of thread names and ``worker_id`` values (``name-1``, ``name-2``...).
+        Default: ``worker-<pid>-<6 random hex digits>``, different for every ``Worker``.
     :param lease: seconds a claim stays valid without a heartbeat. The worker renews it every
-        ``lease / 3`` seconds; if the worker dies, other workers rescue its jobs after this long.
+        ``lease / 3`` seconds (at most every second); if the worker dies, other workers rescue
+        its jobs after this long.
     :param job_timeout: seconds a handler may run before its job is failed (and retried if it
         has attempts left); ``timeouts`` sets it per job type. Python cannot stop a thread, so
-        an overrunning handler keeps its thread busy; its late result is ignored.
+        an overrunning handler keeps its thread busy and its late result is ignored; the rest of
+        its batch is recorded or released at once.
     :param retry_delay: base of the exponential backoff between attempts, in seconds.
+    :param max_delay: the longest backoff, in seconds.
     """
 
     def __init__(
@@ -116,7 +158,8 @@ class Worker:
         self.batch_size = validate.positive_int(batch_size, "batch_size")
         self.poll_interval = validate.seconds(poll_interval, "poll_interval")
         self.queues = validate.queue_names(queues)
-        self.name = validate.job_type(name or f"worker-{os.getpid()}", what="worker name")
+        default_name = f"worker-{os.getpid()}-{secrets.token_hex(3)}"
+        self.name = validate.job_type(default_name if name is None else name, what="worker name")
         self.lease = validate.seconds(lease, "lease")
         if self.lease < 0.3:
             raise InvalidInputError(f"lease must be at least 0.3 seconds, got {lease}")
@@ -134,9 +177,14 @@ class Worker:
         self._wake = threading.Condition()
         self._generation = 0
         self._lock = threading.Lock()
-        self._held: dict[str, _Held] = {}
+        self._batches: dict[str, _Batch] = {}
+        self._orphans = _Batch()  # batches the housekeeper took over, until recorded
+        self._running = 0
         self._workers: list[threading.Thread] = []
         self._helpers: list[threading.Thread] = []
+
+    def __repr__(self) -> str:
+        return f"Worker({self.queue!r}, name={self.name!r}, threads={self.threads})"
 
     # -- public ----------------------------------------------------------------------------
 
@@ -145,20 +193,38 @@ class Worker:
 
         With ``until_empty`` the worker stops once no job of its queues is pending or running
         (a job scheduled for later is waited for); otherwise it runs until :meth:`stop`.
+        ``KeyboardInterrupt`` (Ctrl-C, a notebook's "Interrupt kernel") or ``SystemExit``
+        while waiting stops the worker gracefully (see :meth:`stop`) and is re-raised.
+
+        :raises WorkerError: a thread stopped on an unexpected error (after all have stopped).
         """
         self.start(until_empty=until_empty)
-        self.join()
+        try:
+            self.join()
+        except BaseException:
+            self.stop()
+            raise
+        if self.stats.errors:
+            raise WorkerError("; ".join(self.stats.errors))
         return self.stats
 
     def start(self, *, until_empty: bool = False) -> None:
         """Start the worker threads, the housekeeper and (unless ``until_empty``) a LISTEN
-        thread, and return at once."""
+        thread, and return at once.
+
+        :raises DatabaseUnavailableError: the database cannot be reached.
+        :raises QueueNotFoundError: the queue was never created in this database.
+        """
+        with db.connect(self.dsn) as conn:
+            self.queue.has_work(conn, self.queues)  # fails here, clearly, if the queue is missing
         self._stop.clear()
         self._workers_done.clear()
-        self._held = {f"{self.name}-{i}": _Held() for i in range(1, self.threads + 1)}
+        self.stats.errors.clear()
+        self._batches = {f"{self.name}-{i}": _Batch() for i in range(1, self.threads + 1)}
+        self._running = self.threads
         self._workers = [
             threading.Thread(target=self._loop, args=(worker_id, until_empty), name=worker_id)
-            for worker_id in self._held
+            for worker_id in self._batches
         ]
         self._helpers = [
             threading.Thread(target=self._housekeeper, name=f"{self.name}-housekeeper", daemon=True)
@@ -173,7 +239,7 @@ class Worker:
     def stop(self, timeout: float | None = None) -> None:
         """Ask every thread to stop after its current job and wait up to ``timeout`` seconds.
 
-        Jobs claimed in the current batch but not yet started go back to ``pending``.
+        Jobs claimed but not yet started go back to ``pending``; finished ones are recorded.
         """
         self._stop.set()
         self._notify_all()
@@ -181,12 +247,11 @@ class Worker:
             self.join(timeout)
 
     def join(self, timeout: float | None = None) -> None:
-        """Wait for the worker threads, then the helpers, to finish."""
-        for thread in self._workers:
-            thread.join(timeout)
-        if any(t.is_alive() for t in self._workers):
+        """Wait up to ``timeout`` seconds for the worker threads, then for the helpers."""
+        # An Event, not Thread.join: on Python <= 3.12 an interrupted Thread.join can leave the
+        # thread looking dead to is_alive(), which stopped the heartbeat of live threads.
+        if not self._workers_done.wait(timeout):
             return
-        self._workers_done.set()
         self._stop.set()
         for thread in self._helpers:
             thread.join(timeout)
@@ -198,157 +263,295 @@ class Worker:
             self._generation += 1
             self._wake.notify_all()
 
-    def _idle(self, conn: Connection, seen_generation: int) -> None:
-        """Sleep until a NOTIFY, the next due job, or the poll interval, whichever comes first."""
+    def _idle(self, conn: Connection, seen_generation: int, blocked: bool) -> bool:
+        """Sleep until a NOTIFY, the next due job, or the poll interval, whichever comes first.
+
+        Returns whether a due job could not be claimed (so it is locked by another session):
+        the first time, the thread looks again at once (the job may have fallen due just after
+        the claim); the second time in a row it waits for the next job that is not yet due.
+        """
         due = self.queue.next_due(conn, self.queues)
-        timeout = self.poll_interval if due is None else min(self.poll_interval, due + 0.01)
+        locked = due == 0.0
+        if locked and blocked:
+            due = self.queue.next_due(conn, self.queues, future_only=True)
+            timeout = self.poll_interval if due is None else min(self.poll_interval, due + 0.01)
+        elif locked:
+            timeout = 0.01
+        else:
+            timeout = self.poll_interval if due is None else min(self.poll_interval, due + 0.01)
         with self._wake:
             if self._generation == seen_generation and not self._stop.is_set():
                 self._wake.wait(timeout)
+        return locked
 
     def _loop(self, worker_id: str, until_empty: bool) -> None:
         conn: Connection | None = None
-        pause = 0.1
-        while not self._stop.is_set():
-            try:
-                if conn is None or conn.closed:
-                    conn = db.connect(self.dsn)
-                    pause = 0.1
-                generation = self._generation
-                jobs = self.queue.claim(
-                    conn, worker_id, limit=self.batch_size, queues=self.queues, lease=self.lease
-                )
-                if jobs:
-                    self._run_batch(conn, worker_id, jobs)
-                    if until_empty:
-                        self._notify_all()  # a drain-mode thread may be waiting for this batch
-                elif until_empty and not self.queue.has_work(conn, self.queues):
-                    break
-                else:
-                    self._idle(conn, generation)
-            except _CONNECTION_ERRORS as exc:
-                _log.warning("%s lost its connection (%s); reconnecting in %.1fs", worker_id, exc, pause)
-                with self._lock:
-                    self._held[worker_id] = _Held()  # stop heartbeating: the leases will expire
-                    self.stats.reconnects += 1
-                if conn is not None:
-                    conn.close()
-                conn = None
-                self._stop.wait(pause)
-                pause = min(pause * 2, 5.0)
-        if conn is not None:
-            conn.close()
+        pause, blocked = 0.1, False
+        try:
+            while not self._stop.is_set():
+                try:
+                    if conn is None or conn.closed:
+                        conn = db.connect(self.dsn)
+                        pause = 0.1
+                    if self._batches[worker_id].held():
+                        self._record(conn, worker_id, release_waiting=True)  # after a reconnect
+                    generation = self._generation
+                    claimed_at = time.monotonic()
+                    jobs = self.queue.claim(
+                        conn, worker_id, limit=self.batch_size, queues=self.queues, lease=self.lease
+                    )
+                    if jobs:
+                        blocked = False
+                        with self._lock:
+                            self._batches[worker_id] = _Batch(
+                                waiting=jobs, lease_until=claimed_at + self.lease
+                            )
+                        self._run_batch(conn, worker_id)
+                        if until_empty:
+                            self._notify_all()  # a drain-mode thread may be waiting for this batch
+                    elif until_empty and not self.queue.has_work(conn, self.queues):
+                        break
+                    else:
+                        blocked = self._idle(conn, generation, blocked)
+                except _CONNECTION_ERRORS as exc:
+                    # Keep the batch: its outcomes are recorded after the reconnect, and the
+                    # housekeeper keeps its leases alive meanwhile.
+                    _log.warning("%s lost its connection (%s); reconnecting in %.1fs", worker_id, exc, pause)
+                    with self._lock:
+                        self.stats.reconnects += 1
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                    self._stop.wait(pause)
+                    pause = min(pause * 2, 5.0)
+            if self._batches[worker_id].held():  # stopped while outcomes wait to be recorded
+                try:
+                    conn = conn if conn is not None and not conn.closed else db.connect(self.dsn)
+                    self._record(conn, worker_id, release_waiting=True)
+                except _CONNECTION_ERRORS:
+                    with self._lock:  # the housekeeper tries again
+                        self._adopt(self._batches[worker_id])
+                        self._batches[worker_id] = _Batch()
+        except BaseException as exc:  # noqa: BLE001 - a thread must not die holding jobs
+            self._orphan(worker_id, exc)
+        finally:
+            if conn is not None:
+                conn.close()
+            with self._lock:
+                self._running -= 1
+                if self._running == 0:
+                    self._workers_done.set()
+
+    def _orphan(self, worker_id: str, exc: BaseException) -> None:
+        """A thread stops on an unexpected error: hand its jobs to the housekeeper, say so."""
+        message = f"{worker_id} stopped: {type(exc).__name__}: {exc}"
+        _log.error("%s; the housekeeper records or releases its jobs", message, exc_info=exc)
+        with self._lock:
+            batch = self._batches[worker_id]
+            batch.abandoned = True
+            self._adopt(batch)
+            self._batches[worker_id] = _Batch()
+            self.stats.errors.append(message)
+
+    def _adopt(self, batch: _Batch) -> None:
+        """Move a batch's jobs to the housekeeper's orphans (call under ``self._lock``)."""
+        orphans = self._orphans
+        orphans.waiting += batch.waiting
+        orphans.done += batch.done
+        orphans.failures += batch.failures
+        if batch.current is not None:  # its handler never reported: put it back
+            orphans.waiting.append(batch.current)
 
     def _timeout_for(self, job: Job) -> float | None:
         return self.timeouts.get(job.type, self.job_timeout)
 
-    def _run_batch(self, conn: Connection, worker_id: str, jobs: list[Job]) -> None:
-        held = self._held[worker_id]
-        with self._lock:
-            held.ids = {job.id for job in jobs}
-        done: list[int] = []
-        failed = 0
-        for index, job in enumerate(jobs):
+    def _run_batch(self, conn: Connection, worker_id: str) -> None:
+        batch = self._batches[worker_id]
+        margin = max(0.1, min(self.lease / 3, 1.0))
+        while True:
             with self._lock:
-                if self._stop.is_set() or job.id in held.abandoned:
-                    rest = [j.id for j in jobs[index:] if j.id not in held.abandoned]
+                if batch.abandoned:
+                    return  # the housekeeper took the batch over (a timeout)
+                if self._stop.is_set() or not batch.waiting:
                     break
+                unsure = time.monotonic() + margin > batch.lease_until
+            if unsure:  # paused, or the heartbeat is late: ask before starting anything
+                asked_at = time.monotonic()
+                held = set(self.queue.heartbeat(conn, batch.held(), self.lease))
+                with self._lock:
+                    self._forget(batch, held)
+                    batch.lease_until = asked_at + self.lease
+                continue
+            with self._lock:
+                job = batch.waiting.pop(0)
                 timeout = self._timeout_for(job)
-                held.current, held.timeout = job.id, timeout
-                held.deadline = None if timeout is None else time.monotonic() + timeout
+                batch.current = job
+                batch.deadline = None if timeout is None else time.monotonic() + timeout
             error, retry = self._call(job)
             with self._lock:
-                held.current = held.deadline = None
-                late = job.id in held.abandoned
-            if late:
-                continue  # timed out: the housekeeper already failed it
-            if error is None:
-                done.append(job.id)
-            else:
-                self.queue.fail(
-                    conn,
-                    job.id,
-                    error,
-                    retry_delay=self.retry_delay,
-                    max_delay=self.max_delay,
-                    worker_id=worker_id,
-                    retry=retry,
-                )
-                failed += 1
-        else:
-            rest = []
-        self.queue.release(conn, rest)
-        completed = self.queue.complete(conn, done, worker_id=worker_id)
+                if batch.abandoned:
+                    return  # timed out: the housekeeper failed it and took the rest
+                batch.current = batch.deadline = None
+                if error is None:
+                    batch.done.append(job)
+                else:
+                    batch.failures.append((job, error, retry))
+            if error is not None:
+                self._record(conn, worker_id)  # a failure is recorded at once: its retry is due sooner
+        self._record(conn, worker_id, release_waiting=True)
+
+    def _forget(self, batch: _Batch, held: set[int]) -> None:
+        """Drop from ``batch`` the jobs not in ``held`` (call under ``self._lock``)."""
+        lost = {job.id for job in batch.held()} - held - ({batch.current.id} if batch.current else set())
+        if lost:
+            _log.warning("jobs %s were rescued from this worker (lease expired); skipping them", sorted(lost))
+            batch.forget(lost)
+            self.stats.lost += len(lost)
+
+    def _record(self, conn: Connection, worker_id: str, *, release_waiting: bool = False) -> None:
+        """Write the batch's outcomes to the database: completions first, then failures, then
+        (if asked) release the jobs never started. Each is forgotten only once recorded, so a
+        lost connection loses nothing: the thread reconnects and calls this again."""
+        self._record_batch(conn, self._batches[worker_id], worker_id, release_waiting)
+
+    def _record_batch(self, conn: Connection, batch: _Batch, worker_id: str, release_waiting: bool) -> None:
+        # Each list is taken out of the batch while it is written (so the heartbeat never sees a
+        # job half-recorded) and put back if the write fails.
         with self._lock:
-            held.ids, held.abandoned = set(), set()
-            self.stats.completed[worker_id] += completed
-            self.stats.failed[worker_id] += failed
+            done, batch.done = batch.done, []
+        if done:
+            try:
+                completed = self.queue.complete(conn, done)
+            except BaseException:
+                with self._lock:
+                    batch.done[:0] = done
+                raise
+            with self._lock:
+                self.stats.completed[worker_id] += completed
+                self.stats.lost += len(done) - completed
+        while True:
+            with self._lock:
+                if not batch.failures:
+                    break
+                job, error, retry = failure = batch.failures.pop(0)
+            try:
+                status = self.queue.fail(
+                    conn, job, error, retry_delay=self.retry_delay, max_delay=self.max_delay, retry=retry
+                )
+            except BaseException:
+                with self._lock:
+                    batch.failures.insert(0, failure)
+                raise
+            with self._lock:
+                if status is None:
+                    self.stats.lost += 1
+                else:
+                    self.stats.failed[worker_id] += 1
+            if status == "pending":
+                self._notify_all()  # our own idle threads: the retry may be due before their poll
+        if release_waiting:
+            with self._lock:
+                waiting, batch.waiting = batch.waiting, []
+            if waiting:
+                try:
+                    self.queue.release(conn, waiting)
+                except BaseException:
+                    with self._lock:
+                        batch.waiting[:0] = waiting
+                    raise
+                self._notify_all()
 
     def _call(self, job: Job) -> tuple[str | None, bool]:
-        """Run the job's handler; return (error text or ``None`` on success, whether to retry)."""
+        """Run the job's handler; return (error text or ``None`` on success, whether to retry).
+
+        Any exception fails only the job, ``SystemExit`` and ``KeyboardInterrupt`` raised by the
+        handler included: in a worker thread they would otherwise end the thread silently.
+        """
         handler = self.handlers.get(job.type)
         if handler is None:
             return f"LookupError: no handler for job type {job.type!r}", True
         try:
             handler(job)
         except PermanentJobError as exc:
+            _log.warning("job %d (%s) failed permanently: %s", job.id, job.type, exc)
             return f"{type(exc).__name__}: {exc}", False
-        except Exception as exc:  # noqa: BLE001 - any handler error fails the job
+        except BaseException as exc:  # noqa: BLE001 - any handler error fails the job
+            _log.warning("job %d (%s) failed on attempt %d", job.id, job.type, job.attempts, exc_info=exc)
             return f"{type(exc).__name__}: {exc}", True
         return None, True
 
     # -- helper threads --------------------------------------------------------------------
 
     def _housekeeper(self) -> None:
-        """Heartbeat held jobs, fail overrunning ones, rescue other workers' abandoned jobs."""
+        """Heartbeat held jobs, take over overrunning batches, rescue other workers' jobs."""
         beat = max(0.1, min(self.lease / 3, 1.0))
         conn: Connection | None = None
-        while not self._workers_done.is_set() and any(t.is_alive() for t in self._workers):
+        while True:
+            finished = self._workers_done.is_set()
             try:
                 if conn is None or conn.closed:
                     conn = db.connect(self.dsn)
+                self._take_over_timeouts()
+                self._record_batch(conn, self._orphans, f"{self.name}-housekeeper", True)
+                if finished:
+                    break
                 self._beat(conn)
                 rescued = self.queue.rescue(conn)
                 if rescued:
                     with self._lock:
                         self.stats.rescued += len(rescued)
                     self._notify_all()
-            except _CONNECTION_ERRORS as exc:
-                _log.warning("housekeeper lost its connection (%s)", exc)
+            except Exception as exc:  # noqa: BLE001 - the housekeeper must outlive any error
+                _log.warning("housekeeper: %s: %s", type(exc).__name__, exc)
                 if conn is not None:
                     conn.close()
                 conn = None
+                if finished:
+                    break
             self._workers_done.wait(beat)
+        left = self._orphans.held()
+        if left:
+            _log.error(
+                "%d jobs could not be recorded or released; they return to pending when their "
+                "lease expires (within %g s)",
+                len(left),
+                self.lease,
+            )
         if conn is not None:
             conn.close()
 
-    def _beat(self, conn: Connection) -> None:
+    def _take_over_timeouts(self) -> None:
+        """Fail each job whose handler overran its timeout and take its batch over: the
+        finished jobs are recorded, the unstarted ones released, the thread is free for the
+        next batch when (if ever) its handler returns."""
         now = time.monotonic()
         with self._lock:
-            snapshot = {
-                w: (set(h.ids), h.current, h.timeout, h.deadline) for w, h in self._held.items() if h.ids
-            }
-        for worker_id, (ids, current, limit, deadline) in snapshot.items():
-            if current is not None and limit is not None and deadline is not None and now > deadline:
-                status = self.queue.fail(
-                    conn,
-                    current,
-                    f"TimeoutError: handler ran longer than {limit:g} s",
-                    retry_delay=self.retry_delay,
-                    max_delay=self.max_delay,
-                    worker_id=worker_id,
-                )
-                rest = ids - {current}
-                self.queue.release(conn, rest)
-                with self._lock:
-                    held = self._held[worker_id]
-                    held.abandoned |= ids
-                    held.ids -= ids
-                    if status is not None:
-                        self.stats.timed_out += 1
-                        self.stats.failed[worker_id] += 1
-                continue
-            self.queue.heartbeat(conn, worker_id, ids, self.lease)
+            for worker_id, batch in self._batches.items():
+                job = batch.current
+                if job is None or batch.deadline is None or now <= batch.deadline or batch.abandoned:
+                    continue
+                limit = self._timeout_for(job)
+                batch.failures.append((job, f"TimeoutError: handler ran longer than {limit:g} s", True))
+                batch.current = batch.deadline = None
+                batch.abandoned = True
+                self._adopt(batch)
+                self._batches[worker_id] = _Batch()
+                self.stats.timed_out += 1
+                _log.warning("job %d (%s) overran its %g s timeout", job.id, job.type, limit)
+
+    def _beat(self, conn: Connection) -> None:
+        """Extend the leases of every job held; forget the ones rescued from us."""
+        with self._lock:
+            batches = [b for b in (*self._batches.values(), self._orphans) if b.held()]
+            jobs = [job for b in batches for job in b.held()]
+        if not jobs:
+            return
+        sent_at = time.monotonic()
+        held = set(self.queue.heartbeat(conn, jobs, self.lease))
+        with self._lock:
+            for batch in batches:
+                self._forget(batch, held)
+                batch.lease_until = max(batch.lease_until, sent_at + self.lease)
 
     def _listener(self) -> None:
         """Wake idle threads when a NOTIFY arrives; reconnect quietly if the connection drops."""

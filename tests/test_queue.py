@@ -52,36 +52,36 @@ def test_lifecycle_records_timestamps_attempts_and_worker(
     assert (job["status"], job["worker_id"]) == ("running", "w-1")
     assert job["started_at"] >= job["created_at"] and job["finished_at"] is None
 
-    assert queue.complete(conn, job_id) == 1
+    assert queue.complete(conn, claimed) == 1
     (job,) = queue.jobs(conn)
     assert job["status"] == "completed"
     assert job["finished_at"] >= job["started_at"]
-    assert queue.complete(conn, job_id) == 0  # not running any more: nothing changes
+    assert queue.complete(conn, claimed) == 0  # not running any more: nothing changes
     assert queue.claim(conn, "w-1") == []
 
 
 def test_fail_records_the_error_and_retries_until_max_attempts(
     conn: psycopg.Connection[Any], queue: Queue
 ) -> None:
-    job_id = queue.enqueue(conn, "flaky", max_attempts=2)
-    queue.claim(conn, "w")
-    assert queue.fail(conn, job_id, "boom 1", retry_delay=0) == "pending"
+    queue.enqueue(conn, "flaky", max_attempts=2)
+    (first,) = queue.claim(conn, "w")
+    assert queue.fail(conn, first, "boom 1", retry_delay=0) == "pending"
     (job,) = queue.jobs(conn)
     assert (job["status"], job["attempts"], job["last_error"]) == ("pending", 1, "boom 1")
-    queue.claim(conn, "w")
-    assert queue.fail(conn, job_id, "boom 2", retry_delay=0) == "failed"
+    (second,) = queue.claim(conn, "w")
+    assert queue.fail(conn, second, "boom 2", retry_delay=0) == "failed"
     (job,) = queue.jobs(conn)
     assert (job["status"], job["attempts"], job["last_error"]) == ("failed", 2, "boom 2")
     assert job["finished_at"] is not None
     errors = conn.execute(sql.compose("SELECT errors FROM {schema}.jobs", queue.schema)).fetchone()
     assert errors == ([{"attempt": 1, "error": "boom 1"}, {"attempt": 2, "error": "boom 2"}],)
-    assert queue.fail(conn, job_id, "again") is None  # not running: untouched
+    assert queue.fail(conn, second, "again") is None  # not running: untouched
 
 
 def test_retry_waits_for_its_backoff(conn: psycopg.Connection[Any], queue: Queue) -> None:
-    job_id = queue.enqueue(conn, "flaky", max_attempts=3)
-    queue.claim(conn, "w")
-    queue.fail(conn, job_id, "boom", retry_delay=60)
+    queue.enqueue(conn, "flaky", max_attempts=3)
+    (job,) = queue.claim(conn, "w")
+    queue.fail(conn, job, "boom", retry_delay=60)
     assert queue.claim(conn, "w") == []  # due in ~60 s, not now
     delay = conn.execute(
         sql.compose("SELECT extract(epoch FROM run_at - now()) FROM {schema}.jobs", queue.schema)
@@ -158,8 +158,7 @@ def test_release_returns_jobs_without_counting_an_attempt(
     conn: psycopg.Connection[Any], queue: Queue
 ) -> None:
     ids = queue.enqueue_many(conn, [("t", {}), ("t", {})])
-    queue.claim(conn, "w", limit=2)
-    queue.release(conn, ids)
+    assert queue.release(conn, queue.claim(conn, "w", limit=2)) == ids
     assert [(j["status"], j["attempts"], j["worker_id"]) for j in queue.jobs(conn)] == [
         ("pending", 0, None)
     ] * 2
@@ -169,7 +168,7 @@ def test_status_counts_lists_every_status(conn: psycopg.Connection[Any], queue: 
     assert queue.status_counts(conn) == [("pending", 0), ("running", 0), ("completed", 0), ("failed", 0)]
     queue.enqueue_many(conn, [("t", {})] * 3)
     (job,) = queue.claim(conn, "w")
-    queue.complete(conn, job.id)
+    queue.complete(conn, job)
     queue.claim(conn, "w")
     assert queue.status_counts(conn) == [("pending", 1), ("running", 1), ("completed", 1), ("failed", 0)]
 
@@ -210,7 +209,7 @@ def test_next_due_is_none_when_nothing_pends(conn: psycopg.Connection[Any], queu
 
 def test_vacuum_removes_dead_rows(conn: psycopg.Connection[Any], queue: Queue) -> None:
     queue.enqueue_many(conn, [("t", {})] * 200)
-    queue.complete(conn, [j.id for j in queue.claim(conn, "w", limit=200)])
+    queue.complete(conn, queue.claim(conn, "w", limit=200))
     queue.vacuum(conn)
     query = sql.compose("SELECT count(*) FROM {schema}.jobs", queue.schema)
     assert conn.execute(query).fetchone() == (200,)  # live rows stay
