@@ -20,20 +20,27 @@ import threading
 
 from pgqueue_lab import Job, Queue, Worker, connect, sql
 
-schema, name, hang_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
-batch_size = int(sys.argv[4]) if len(sys.argv) > 4 else 5
-logging.getLogger("pgqueue_lab").setLevel(logging.ERROR)
 
-ledger = connect()  # one worker thread, so one connection for the ledger is enough
-RECORD = sql.compose("INSERT INTO {schema}.ledger (job_id, worker) VALUES (%s, %s)", schema)
+def main() -> None:
+    schema, name, hang_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    batch_size = int(sys.argv[4]) if len(sys.argv) > 4 else 5
+    logging.getLogger("pgqueue_lab").setLevel(logging.ERROR)
+
+    ledger = connect()  # one worker thread, so one connection for the ledger is enough
+    record = sql.compose("INSERT INTO {schema}.ledger (job_id, worker) VALUES (%s, %s)", schema)
+
+    def work(job: Job) -> None:
+        ledger.execute(record, [job.id, name])
+        if job.id == hang_at:
+            print(f"hanging in job {job.id}", flush=True)
+            threading.Event().wait()  # never returns: only SIGKILL ends this process now
+
+    print("ready", flush=True)
+    worker = Worker(
+        Queue(schema), {"work": work}, batch_size=batch_size, lease=1.0, poll_interval=0.2, name=name
+    )
+    worker.run()
 
 
-def work(job: Job) -> None:
-    ledger.execute(RECORD, [job.id, name])
-    if job.id == hang_at:
-        print(f"hanging in job {job.id}", flush=True)
-        threading.Event().wait()  # never returns: only SIGKILL ends this process now
-
-
-print("ready", flush=True)
-Worker(Queue(schema), {"work": work}, batch_size=batch_size, lease=1.0, poll_interval=0.2, name=name).run()
+if __name__ == "__main__":  # importing this file (pytest collecting it, say) runs nothing
+    main()

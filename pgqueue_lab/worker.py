@@ -454,11 +454,13 @@ class Worker:
                 waiting, batch.waiting = batch.waiting, []
             if waiting:
                 try:
-                    self.queue.release(conn, waiting)
+                    released = self.queue.release(conn, waiting)
                 except BaseException:
                     with self._lock:
                         batch.waiting[:0] = waiting
                     raise
+                with self._lock:
+                    self.stats.lost += len(waiting) - len(released)
                 self._notify_all()
 
     def _call(self, job: Job) -> tuple[str | None, bool]:

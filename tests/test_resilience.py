@@ -157,7 +157,8 @@ def _start_worker(schema: str, name: str) -> subprocess.Popen[str]:
 
 def test_killed_worker_processes_lose_no_job(conn: psycopg.Connection[Any], queue: Queue) -> None:
     jobs = 600
-    conn.execute(sql.compose("CREATE TABLE {schema}.ledger (job_id bigint, worker text)", queue.schema))
+    ledger = "CREATE TABLE {schema}.ledger (job_id bigint, worker text, attempt int)"
+    conn.execute(sql.compose(ledger, queue.schema))
     ids = queue.enqueue_many(conn, [("work", {"n": i}) for i in range(jobs)])
     count = sql.compose("SELECT count(*) FROM {schema}.ledger", queue.schema)
     victims = [_start_worker(queue.schema, f"victim{i}") for i in range(2)]

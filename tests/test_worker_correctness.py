@@ -1,0 +1,518 @@
+"""The worker under every failure: nothing that ran runs again, nothing claimed is stranded.
+
+Each test keeps a ledger of executions (a list, or a table when processes are involved) and
+compares it with what must happen: every job exactly once, except the one run a fault
+interrupted. Each reproduces one way a queue goes wrong: a timeout mid-batch, a connection
+dropped after the handlers ran, a paused worker resumed after its jobs were rescued, Ctrl-C,
+two workers with one name, handlers that raise what they should not, a connection that is not
+in autocommit mode, backoff arithmetic, missed wake-ups, busy polling, stats that lie.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from pgqueue_lab import InvalidInputError, Job, Queue, Worker, WorkerError, db, sql
+
+HERE = Path(__file__).parent
+
+
+def _wait_for(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def _run_in_thread(worker: Worker, timeout: float) -> Any:
+    """``worker.run()`` with a deadline: a hung worker fails the test instead of hanging it."""
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["stats"] = worker.run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        worker.stop(timeout=5)
+        raise AssertionError(f"run() had not returned after {timeout} s")
+    if "error" in result:
+        raise result["error"]
+    return result["stats"]
+
+
+def _statuses(conn: psycopg.Connection[Any], queue: Queue) -> dict[int, tuple[str, int]]:
+    return {j["id"]: (j["status"], j["attempts"]) for j in queue.jobs(conn)}
+
+
+# -- 1. a timeout mid-batch ---------------------------------------------------------------
+
+
+def test_a_timeout_mid_batch_reruns_nothing_that_finished(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    ids = queue.enqueue_many(conn, [{"type": "t", "payload": {"n": n}, "max_attempts": 3} for n in range(5)])
+    runs: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    def handler(job: Job) -> None:
+        with lock:
+            runs[job.payload["n"]] += 1
+        if job.payload["n"] == 2:
+            time.sleep(1.2)  # overruns its 0.4 s timeout, every attempt
+
+    worker = Worker(
+        queue, {"t": handler}, dsn=dsn, batch_size=5, job_timeout=0.4, lease=3.0, retry_delay=0.05
+    )
+    stats = _run_in_thread(worker, 60)
+    assert dict(runs) == {0: 1, 1: 1, 2: 3, 3: 1, 4: 1}, f"executions per job: {dict(sorted(runs.items()))}"
+    assert _statuses(conn, queue) == {
+        ids[0]: ("completed", 1),
+        ids[1]: ("completed", 1),
+        ids[2]: ("failed", 3),
+        ids[3]: ("completed", 1),
+        ids[4]: ("completed", 1),
+    }
+    assert (stats.timed_out, stats.total_completed, stats.total_failed, stats.lost) == (3, 4, 3, 0)
+
+
+# -- 2. the connection drops after the handlers ran ---------------------------------------
+
+
+def test_a_connection_dropped_after_the_handlers_ran_reruns_nothing(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    app = f"{queue.schema}-drop"
+    worker_dsn = make_conninfo(dsn, application_name=app)
+    ids = queue.enqueue_many(conn, [("t", {"n": n}) for n in range(3)])
+    runs: list[tuple[int, int]] = []
+
+    def handler(job: Job) -> None:
+        runs.append((job.id, job.attempts))
+        if job.id == ids[-1] and job.attempts == 1:
+            # Every session of the worker dies now, after the handlers ran, before the batch's
+            # completion is sent: the worker thread's next statement finds its connection gone.
+            with db.connect(dsn) as killer:
+                killer.execute(
+                    "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+                    " WHERE application_name = %s",
+                    [app],
+                )
+
+    worker = Worker(queue, {"t": handler}, dsn=worker_dsn, batch_size=3, lease=5.0)
+    stats = _run_in_thread(worker, 60)
+    assert runs == [(i, 1) for i in ids], f"runs (job, attempt): {runs}"
+    assert _statuses(conn, queue) == {i: ("completed", 1) for i in ids}
+    assert stats.reconnects >= 1 and stats.total_completed == 3
+
+
+# -- 3. a paused worker resumes after its jobs were rescued -------------------------------
+
+
+def _start_ledger_worker(schema: str, name: str, *args: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "crash_worker.py"), schema, name, *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_a_paused_worker_resumed_after_rescue_cannot_touch_the_jobs(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    conn.execute(
+        sql.compose("CREATE TABLE {schema}.ledger (job_id bigint, worker text, attempt int)", queue.schema)
+    )
+    ledger = sql.compose("SELECT job_id, worker FROM {schema}.ledger ORDER BY job_id, worker", queue.schema)
+    ids = queue.enqueue_many(conn, [("work", {})] * 3)
+    # A: one thread, the whole batch, a 1 s lease, a 1.5 s timeout; each first run sleeps 3 s.
+    paused = _start_ledger_worker(
+        queue.schema, "A", "--threads", "1", "--batch", "3", "--lease", "1", "--job-timeout", "1.5",
+        "--first-run-sleeps", "3",
+    )  # fmt: skip
+    try:
+        _wait_for(lambda: len(conn.execute(ledger).fetchall()) == 1, 30, "A to start its first job")
+        paused.send_signal(signal.SIGSTOP)  # A holds 3 jobs and is frozen inside the first
+        # B rescues the three after A's lease lapses and runs them, 0.5 s each (attempt 2).
+        record = sql.compose("INSERT INTO {schema}.ledger VALUES (%s, 'B', %s)", queue.schema)
+
+        def run_b(job: Job) -> None:
+            with db.connect(dsn) as own:
+                own.execute(record, [job.id, job.attempts])
+            runs_b.append(job.id)
+            time.sleep(0.5)
+
+        rescuer = Worker(
+            queue,
+            {"work": run_b},
+            dsn=dsn,
+            batch_size=3,
+            lease=2.0,
+            poll_interval=0.2,
+            name="B",
+        )
+        runs_b: list[int] = []
+        done = threading.Event()
+        threading.Thread(target=lambda: (rescuer.run(), done.set()), daemon=True).start()
+        _wait_for(lambda: len(runs_b) >= 1, 30, "B to rescue and start the jobs")
+        paused.send_signal(signal.SIGCONT)  # A wakes while B runs the jobs A had claimed
+        assert done.wait(60), "B did not finish"
+        out, _ = paused.communicate(timeout=60)
+    finally:
+        paused.send_signal(signal.SIGCONT)
+        paused.kill()
+        paused.wait()
+    runs = conn.execute(ledger).fetchall()
+    assert runs == [(ids[0], "A"), (ids[0], "B"), (ids[1], "B"), (ids[2], "B")], f"ledger: {runs}"
+    assert _statuses(conn, queue) == {i: ("completed", 2) for i in ids}
+    rows = queue.jobs(conn)
+    assert {r["worker_id"] for r in rows} == {"B-1"}
+    assert json.loads(out.strip().splitlines()[-1]) == {"completed": 0, "failed": 0, "lost": 3}
+
+
+# -- 4. Ctrl-C during run() -----------------------------------------------------------------
+
+_INTERRUPTED = textwrap.dedent(
+    """
+    import json, sys, threading, time
+    from pgqueue_lab import Queue, Worker
+
+    started = []
+    def slow(job):
+        started.append(job.id)
+        print("started", job.id, flush=True)
+        time.sleep(1.0)
+
+    worker = Worker(Queue(sys.argv[1]), {"t": slow}, batch_size=4, poll_interval=0.2, name="ctrl-c")
+    try:
+        worker.run(until_empty=False)
+    except KeyboardInterrupt:
+        alive = sorted(t.name for t in threading.enumerate() if t is not threading.main_thread())
+        print(json.dumps({"interrupted": True, "alive": alive, "started": started}), flush=True)
+    sys.stdin.readline()  # the test enqueues a job now and checks that nobody runs it
+    print(json.dumps({"started": started}), flush=True)
+    """
+)
+
+
+def test_ctrl_c_stops_run_gracefully(dsn: str, conn: psycopg.Connection[Any], queue: Queue) -> None:
+    ids = queue.enqueue_many(conn, [("t", {})] * 4)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _INTERRUPTED, queue.schema],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline().split() == ["started", str(ids[0])]
+        proc.send_signal(signal.SIGINT)
+        report = json.loads(proc.stdout.readline())
+        assert report == {"interrupted": True, "alive": [], "started": [ids[0]]}
+        late = queue.enqueue(conn, "t")
+        time.sleep(1.0)  # a worker still claiming would take the late job now
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline()) == {"started": [ids[0]]}
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    rows = {j["id"]: (j["status"], j["attempts"], j["worker_id"]) for j in queue.jobs(conn)}
+    assert rows == {
+        ids[0]: ("completed", 1, "ctrl-c-1"),  # the job in hand was finished
+        ids[1]: ("pending", 0, None),  # the rest of the batch released, attempt refunded
+        ids[2]: ("pending", 0, None),
+        ids[3]: ("pending", 0, None),
+        late: ("pending", 0, None),  # nothing claims after the interrupt
+    }
+
+
+# -- 5. two workers, one identity -----------------------------------------------------------
+
+
+def test_unnamed_workers_get_distinct_names(dsn: str, conn: psycopg.Connection[Any], queue: Queue) -> None:
+    first, second = (Worker(queue, {"t": lambda job: None}, dsn=dsn) for _ in range(2))
+    assert first.name != second.name
+    assert first.name.startswith(f"worker-{os.getpid()}-") and second.name.startswith(
+        f"worker-{os.getpid()}-"
+    )
+    queue.enqueue_many(conn, [("t", {})] * 2)
+    (a,) = queue.claim(conn, first.name)
+    (b,) = queue.claim(conn, second.name)
+    assert a.token != b.token  # fencing is by claim token: even one name could not confuse them
+
+
+# -- 6. handlers that raise what they should not; a thread that dies ----------------------
+
+
+def test_sys_exit_and_unstorable_error_text_fail_only_their_job(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    import asyncio
+
+    def exits(job: Job) -> None:
+        sys.exit(3)
+
+    def cancelled(job: Job) -> None:
+        raise asyncio.CancelledError()
+
+    def nul(job: Job) -> None:
+        raise ValueError("bad\x00byte \udc80 here")
+
+    handlers = {"exits": exits, "cancelled": cancelled, "nul": nul, "ok": lambda job: None}
+    ids = queue.enqueue_many(
+        conn, [{"type": t, "max_attempts": 1} for t in ["exits", "cancelled", "nul", "ok"]]
+    )
+    stats = _run_in_thread(Worker(queue, handlers, dsn=dsn, threads=2), 30)
+    rows = {j["id"]: (j["status"], j["last_error"]) for j in queue.jobs(conn)}
+    assert rows == {
+        ids[0]: ("failed", "SystemExit: 3"),
+        ids[1]: ("failed", "CancelledError: "),
+        ids[2]: ("failed", "ValueError: bad\\x00byte \\udc80 here"),
+        ids[3]: ("completed", None),
+    }
+    assert (stats.total_completed, stats.total_failed, stats.errors) == (1, 3, [])
+
+
+def test_a_thread_that_dies_hands_its_jobs_over_and_run_says_so(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    # The first completion raises inside the database (an error that is not a lost connection):
+    # the thread holding those finished jobs stops, and nothing may be lost or run twice.
+    conn.execute(
+        sql.compose(
+            """
+            CREATE SEQUENCE {schema}.trips;
+            CREATE FUNCTION {schema}.trip() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.status = 'completed' THEN
+                    IF nextval(TG_TABLE_SCHEMA || '.trips') = 1 THEN
+                        RAISE EXCEPTION 'injected failure';
+                    END IF;
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER trip BEFORE UPDATE ON {schema}.jobs FOR EACH ROW EXECUTE FUNCTION {schema}.trip();
+            """,
+            queue.schema,
+        )
+    )
+    ids = queue.enqueue_many(conn, [("t", {})] * 10)
+    runs: list[int] = []
+    worker = Worker(queue, {"t": lambda job: runs.append(job.id)}, dsn=dsn, threads=2, batch_size=5)
+    with pytest.raises(WorkerError, match=r"stopped: RaiseException: injected failure"):
+        _run_in_thread(worker, 30)
+    assert sorted(runs) == ids, f"runs: {sorted(runs)}"
+    assert _statuses(conn, queue) == {i: ("completed", 1) for i in ids}
+    assert worker.stats.total_completed == 10
+
+
+def test_lease_too_long_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="lease must be at most"):
+        Worker(Queue("x"), {}, dsn="postgresql://nowhere", lease=1e300)
+
+
+# -- 7. a connection that is not in autocommit mode -----------------------------------------
+
+
+def test_non_autocommit_connections_never_leave_a_transaction_open(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    with psycopg.connect(dsn) as plain:  # psycopg's default: autocommit off
+        queue.enqueue(plain, "t")
+        queue.status_counts(plain)
+        queue.enqueue(plain, "t")
+        queue.jobs(plain)
+        queue.next_due(plain)
+        queue.enqueue_many(plain, [("t", {})])
+        assert plain.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert queue.status_counts(conn)[0] == ("pending", 3)
+
+    with psycopg.connect(dsn) as plain:  # the caller's own open transaction: the caller decides
+        plain.execute("SELECT 1")
+        queue.enqueue(plain, "t")
+        plain.rollback()
+        with pytest.raises(InvalidInputError, match="listen\\(\\) needs an autocommit connection"):
+            queue.listen(plain)
+    assert queue.status_counts(conn)[0] == ("pending", 3)
+
+
+# -- 8. backoff arithmetic --------------------------------------------------------------------
+
+
+def _delays(conn: psycopg.Connection[Any], queue: Queue, jobs: list[Job], **kwargs: Any) -> list[float]:
+    """Fail ``jobs`` in one transaction and return each retry's delay, exactly (now() is fixed
+    within a transaction)."""
+    with conn.transaction():
+        for job in jobs:
+            assert queue.fail(conn, job, "boom", **kwargs) == "pending"
+        rows = conn.execute(
+            sql.compose(
+                "SELECT extract(epoch FROM run_at - now())::float8 FROM {schema}.jobs"
+                " WHERE id = ANY(%s) ORDER BY id",
+                queue.schema,
+            ),
+            [[job.id for job in jobs]],
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def test_backoff_cannot_overflow_at_attempt_1025(conn: psycopg.Connection[Any], queue: Queue) -> None:
+    queue.enqueue(conn, "t", max_attempts=5000)
+    conn.execute(sql.compose("UPDATE {schema}.jobs SET attempts = 1024", queue.schema))
+    (job,) = queue.claim(conn, "w")
+    assert job.attempts == 1025
+    (delay,) = _delays(conn, queue, [job], retry_delay=1.0, max_delay=300.0)
+    assert 270 <= delay <= 300
+
+
+def test_jittered_delays_never_exceed_max_delay_and_do_vary(
+    conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    queue.enqueue_many(conn, [{"type": "t", "max_attempts": 20} for _ in range(200)])
+    conn.execute(sql.compose("UPDATE {schema}.jobs SET attempts = 8", queue.schema))  # base 2^8 s > cap
+    capped = _delays(conn, queue, queue.claim(conn, "w", limit=200), retry_delay=1.0, max_delay=10.0)
+    assert max(capped) <= 10.0, f"{sum(d > 10 for d in capped)} of 200 delays exceed max_delay"
+    assert min(capped) >= 9.0 and max(capped) - min(capped) > 0.5, "no jitter at the cap"
+
+    conn.execute(sql.compose("UPDATE {schema}.jobs SET run_at = now(), attempts = 0", queue.schema))
+    first = _delays(conn, queue, queue.claim(conn, "w", limit=200), retry_delay=10.0, max_delay=100.0)
+    assert all(9.0 <= d <= 11.0 for d in first)
+    assert max(first) - min(first) > 1.0 and len({round(d, 6) for d in first}) > 150, "no jitter"
+
+
+# -- 9. retries and releases wake idle workers ------------------------------------------------
+
+
+def test_a_retry_after_a_timeout_starts_before_the_poll_interval(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    starts: list[tuple[int, float]] = []
+
+    def handler(job: Job) -> None:
+        starts.append((job.attempts, time.monotonic()))
+        if job.attempts == 1:
+            time.sleep(4.0)  # overruns its 0.3 s timeout; this thread is busy until then
+
+    queue.enqueue(conn, "t")
+    worker = Worker(
+        queue,
+        {"t": handler},
+        dsn=dsn,
+        threads=2,
+        poll_interval=10,
+        lease=1.5,
+        job_timeout=0.3,
+        retry_delay=0.2,
+    )
+    worker.start()
+    try:
+        _wait_for(lambda: len(starts) >= 2, 15, "the retry to start")
+    finally:
+        worker.stop(timeout=10)
+    (a1, t1), (a2, t2) = starts
+    assert (a1, a2) == (1, 2) and t2 - t1 < 2.0, f"retry started {t2 - t1:.1f} s after the first run"
+
+
+def test_jobs_released_by_a_stopping_worker_wake_another(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    started = threading.Event()
+    taken: list[float] = []
+
+    def slow(job: Job) -> None:
+        started.set()
+        time.sleep(1.0)
+
+    queue.enqueue_many(conn, [("t", {})] * 5)
+    stopping = Worker(queue, {"t": slow}, dsn=dsn, batch_size=5, name="stopping")
+    stopping.start()
+    assert started.wait(10)  # "stopping" holds all five jobs
+    other = Worker(queue, {"t": lambda job: taken.append(time.monotonic())}, dsn=dsn, poll_interval=10)
+    other.start()  # finds nothing: idle, LISTENing, polling only every 10 s
+    try:
+        time.sleep(0.5)
+        stopped_at = time.monotonic()
+        stopping.stop(timeout=10)  # finishes the job in hand, releases the other four
+        _wait_for(lambda: queue.status_counts(conn)[2] == ("completed", 5), 15, "every job to run")
+    finally:
+        other.stop(timeout=10)
+    assert (stopping.stats.total_completed, len(taken)) == (1, 4)
+    waited = max(taken) - stopped_at
+    assert waited < 3.0, f"released jobs started {waited:.1f} s after the stop"
+
+
+# -- 10. an idle worker does not spin on a locked due job -----------------------------------
+
+
+class _CountingQueue(Queue):
+    def __init__(self, schema: str) -> None:
+        super().__init__(schema)
+        self.claims = 0
+
+    def claim(self, *args: Any, **kwargs: Any) -> list[Job]:
+        self.claims += 1
+        return super().claim(*args, **kwargs)
+
+
+def test_idle_sleep_ignores_a_locked_due_job(dsn: str, conn: psycopg.Connection[Any], queue: Queue) -> None:
+    job_id = queue.enqueue(conn, "t")
+    counting = _CountingQueue(queue.schema)
+    worker = Worker(counting, {"t": lambda job: None}, dsn=dsn, poll_interval=5)
+    with db.connect(dsn) as holder, holder.transaction():
+        holder.execute(
+            sql.compose("SELECT id FROM {schema}.jobs WHERE id = %s FOR UPDATE", queue.schema), [job_id]
+        )
+        worker.start()
+        time.sleep(2.0)
+        claims = counting.claims
+        worker.stop(timeout=10)
+    assert claims <= 3, f"{claims} claims in 2 s with poll_interval=5"
+
+
+# -- 11. stats count what the database recorded ----------------------------------------------
+
+
+def test_stats_count_what_the_database_recorded(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    def handler(job: Job) -> None:
+        if job.attempts == 1:
+            # The lease lapses and another party rescues the job while this run is on it.
+            with db.connect(dsn) as other:
+                other.execute(
+                    sql.compose(
+                        "UPDATE {schema}.jobs SET locked_until = now() - interval '1 s'", queue.schema
+                    )
+                )
+                queue.rescue(other)
+            raise ValueError("too late to report")
+
+    queue.enqueue(conn, "t")
+    stats = _run_in_thread(Worker(queue, {"t": handler}, dsn=dsn, lease=5.0), 30)
+    (job,) = queue.jobs(conn)
+    assert (job["status"], job["attempts"]) == ("completed", 2)
+    assert job["last_error"].startswith("lease expired")  # the late failure was refused
+    assert (stats.total_completed, stats.total_failed, stats.lost) == (1, 0, 1)
