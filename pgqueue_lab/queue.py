@@ -101,9 +101,7 @@ def _claimed(jobs: Job | Iterable[Job], what: str) -> tuple[list[int], list[UUID
     """Ids and claim tokens of claimed jobs, sorted by id (so concurrent writers lock rows in one
     order). Refuses anything that is not a :class:`Job` from :meth:`Queue.claim`."""
     items: list[Any] = (
-        list(jobs)
-        if isinstance(jobs, Iterable) and not isinstance(jobs, (Job, str, bytes))
-        else [jobs]
+        list(jobs) if isinstance(jobs, Iterable) and not isinstance(jobs, (Job, str, bytes)) else [jobs]
     )
     for item in items:
         if not isinstance(item, Job) or item.token is None:
@@ -312,10 +310,10 @@ class Queue:
         """Record that a claimed job failed.
 
         With attempts left (and ``retry`` true) it returns to ``pending``, due after
-        ``retry_delay * 2^(attempts-1)`` seconds (at most ``max_delay``, jittered by up to 10 %),
-        and the retry is announced; otherwise it becomes ``failed`` (a dead letter). Returns
-        the new status, or ``None`` if nothing changed because the job is no longer running
-        under this claim.
+        ``retry_delay * 2^(attempts-1)`` seconds ±10 % (never more than ``max_delay``; see
+        :data:`pgqueue_lab.sql.FAIL`), and the retry is announced; otherwise it becomes
+        ``failed`` (a dead letter). Returns the new status, or ``None`` if nothing changed
+        because the job is no longer running under this claim.
 
         :param error: the error text; a NUL character or a lone surrogate is escaped, and text
             longer than 4000 characters is shortened, so recording it cannot fail.

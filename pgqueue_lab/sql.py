@@ -121,21 +121,21 @@ WHERE j.id = mine.id AND j.status = 'running' AND j.claim_token = mine.token
 RETURNING j.id"""
 
 #: Record a failure (fenced by the claim token, like COMPLETE). With attempts left the job goes
-#: back to ``pending`` after an exponential backoff, on the database clock:
-#: ``retry_delay * 2^(attempts-1)``, capped at ``max_delay``, then jittered down by up to 10 %
-#: and up by up to 10 % but never past ``max_delay`` (the exponent stops growing at 100, so the
-#: number cannot overflow). The retry is announced, so an idle worker wakes for it. After its
-#: last attempt, or at once if ``retry`` is false (a permanent error), the job stays
-#: ``failed``, the dead-letter state. Every error is appended to ``errors``.
+#: back to ``pending`` after an exponential backoff computed on the database clock:
+#: ``retry_delay * 2^(attempts-1)`` times a random 0.9-1.1 (*jitter*), but at most a random
+#: 90-100 % of ``max_delay``, so no wait exceeds ``max_delay`` and capped waits still differ.
+#: The exponent stops growing at 100, so the arithmetic cannot overflow. The retry is announced
+#: (NOTIFY), so an idle worker wakes up for it. After its last attempt, or at once if ``retry``
+#: is false (a permanent error), the job stays ``failed``, the dead-letter state. Every error
+#: is appended to ``errors``.
 FAIL = """\
 WITH failed AS (
     UPDATE {schema}.jobs
     SET status       = CASE WHEN %(retry)s AND attempts < max_attempts THEN 'pending' ELSE 'failed' END,
         run_at       = CASE WHEN %(retry)s AND attempts < max_attempts
                             THEN now() + make_interval(secs => least(
-                                 least(%(retry_delay)s * power(2, least(attempts - 1, 100)), %(max_delay)s)
-                                 * (0.9 + 0.2 * random()),
-                                 %(max_delay)s))
+                                %(retry_delay)s * power(2, least(attempts - 1, 100)) * (0.9 + 0.2 * random()),
+                                %(max_delay)s * (0.9 + 0.1 * random())))
                             ELSE run_at END,
         finished_at  = CASE WHEN %(retry)s AND attempts < max_attempts THEN NULL ELSE now() END,
         last_error   = %(error)s,
