@@ -1,7 +1,7 @@
 # One command for each routine job. Run inside the project's virtualenv.
 PY ?= python
 
-.PHONY: install demo lab test test-server notebooks bench lint format typecheck ci
+.PHONY: install demo lab test test-server notebooks bench mutate lint format typecheck ci
 
 install:            ## install the package with everything a contributor needs
 	$(PY) -m pip install -e ".[dev]"
@@ -23,6 +23,9 @@ notebooks:          ## re-execute every notebook and store its outputs (after ch
 
 bench:              ## the benchmark: every figure beside its same-run baseline
 	pgqueue-lab bench --csv bench-results.csv
+
+mutate:             ## mutation run: each named way of breaking the queue must fail its tests
+	$(PY) scripts/mutate.py
 
 lint:               ## ruff lint + format check (notebooks included)
 	ruff check . && ruff format --check .

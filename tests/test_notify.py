@@ -105,3 +105,35 @@ def test_idle_worker_wakes_on_notify_before_its_poll_interval(
         assert done.wait(10), "the NOTIFY did not wake the worker (poll interval is 30 s)"
     finally:
         worker.stop(timeout=10)
+
+
+def test_retries_releases_and_rescues_are_announced(
+    conn: psycopg.Connection[Any], queue: Queue, listener: Any
+) -> None:
+    """An idle worker in another process must hear of every job that becomes pending again."""
+    queue.enqueue(conn, "t", queue="retry")
+    queue.enqueue(conn, "t", queue="release")
+    queue.enqueue(conn, "t", queue="rescue")
+    queue.wait(listener, timeout=1)  # the three enqueue notifications (merged per queue)
+    while queue.wait(listener, timeout=0.2):
+        pass
+
+    (job,) = queue.claim(conn, "w", queues="retry")
+    assert queue.fail(conn, job, "boom", retry_delay=0.01) == "pending"
+    assert queue.wait(listener, timeout=5) == ["retry"]
+
+    (job,) = queue.claim(conn, "w", queues="release")
+    assert queue.release(conn, [job]) == [job.id]
+    assert queue.wait(listener, timeout=5) == ["release"]
+
+    (job,) = queue.claim(conn, "w", queues="rescue", lease=0.0)
+    time.sleep(0.01)
+    assert queue.rescue(conn) == [(job.id, "pending")]
+    assert queue.wait(listener, timeout=5) == ["rescue"]
+
+    (job,) = queue.claim(conn, "w", queues="retry")  # a job that is dead-lettered: no announcement
+    conn.execute(
+        sql.compose("UPDATE {schema}.jobs SET max_attempts = attempts WHERE id = %s", queue.schema), [job.id]
+    )
+    assert queue.fail(conn, job, "boom") == "failed"
+    assert queue.wait(listener, timeout=0.3) == []

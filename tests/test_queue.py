@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
 import pytest
 
-from pgqueue_lab import NewJob, Queue, sql
+from pgqueue_lab import NewJob, Queue, db, sql
 
 
 def test_create_is_idempotent_and_drop_removes_everything(conn: psycopg.Connection[Any]) -> None:
@@ -213,3 +214,39 @@ def test_vacuum_removes_dead_rows(conn: psycopg.Connection[Any], queue: Queue) -
     queue.vacuum(conn)
     query = sql.compose("SELECT count(*) FROM {schema}.jobs", queue.schema)
     assert conn.execute(query).fetchone() == (200,)  # live rows stay
+
+
+def test_every_write_is_fenced_by_the_claim_token(conn: psycopg.Connection[Any], queue: Queue) -> None:
+    """A's lease lapses, the job is rescued and B claims it: nothing A does changes it."""
+    queue.enqueue_many(conn, [("t", {})] * 2)
+    a_first, a_second = queue.claim(conn, "A", limit=2, lease=0.0)
+    time.sleep(0.01)
+    assert [status for _, status in queue.rescue(conn)] == ["pending", "pending"]
+    b_first, b_second = queue.claim(conn, "B", limit=2)
+    assert {b_first.token, b_second.token}.isdisjoint({a_first.token, a_second.token})
+
+    assert queue.heartbeat(conn, [a_first, a_second], lease=60) == []
+    assert queue.complete(conn, a_first) == 0
+    assert queue.fail(conn, a_second, "late") is None
+    assert queue.release(conn, [a_first, a_second]) == []
+    rows = [(j["status"], j["worker_id"], j["attempts"], j["last_error"]) for j in queue.jobs(conn)]
+    expired = "lease expired: worker A stopped responding"
+    assert rows == [("running", "B", 2, expired)] * 2
+
+    assert queue.heartbeat(conn, [b_first, b_second], lease=60) == [b_first.id, b_second.id]
+    assert queue.complete(conn, [b_second, b_first]) == 2
+
+
+def test_claim_skips_a_locked_row_instead_of_waiting(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    first, second = queue.enqueue_many(conn, [("t", {}), ("t", {})])
+    with db.connect(dsn) as holder, holder.transaction():
+        holder.execute(
+            sql.compose("SELECT 1 FROM {schema}.jobs WHERE id = %s FOR UPDATE", queue.schema), [first]
+        )
+        conn.execute("SET statement_timeout = '2s'")  # a claim that waited for the lock would fail
+        try:
+            assert [job.id for job in queue.claim(conn, "w", limit=2)] == [second]
+        finally:
+            conn.execute("RESET statement_timeout")

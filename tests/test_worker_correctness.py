@@ -516,3 +516,59 @@ def test_stats_count_what_the_database_recorded(
     assert (job["status"], job["attempts"]) == ("completed", 2)
     assert job["last_error"].startswith("lease expired")  # the late failure was refused
     assert (stats.total_completed, stats.total_failed, stats.lost) == (1, 0, 1)
+
+
+# -- the heartbeat, and the check before starting a job ------------------------------------
+
+
+def test_the_heartbeat_keeps_a_job_longer_than_its_lease(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    runs: Counter[int] = Counter()
+    ids = queue.enqueue_many(conn, [("t", {})] * 3)
+
+    def long_job(job: Job) -> None:
+        runs[job.id] += 1
+        time.sleep(1.5)  # five times the lease: only the heartbeat keeps it
+
+    stats = _run_in_thread(Worker(queue, {"t": long_job}, dsn=dsn, threads=3, lease=0.3), 30)
+    assert dict(runs) == {i: 1 for i in ids} and stats.rescued == 0
+    assert _statuses(conn, queue) == {i: ("completed", 1) for i in ids}
+
+
+class _NoHeartbeatWorker(Worker):
+    """A worker whose housekeeper never renews a lease, as if it were paused or cut off."""
+
+    def _beat(self, conn: psycopg.Connection[Any]) -> None:
+        return None
+
+
+def test_a_thread_unsure_of_its_lease_asks_before_starting_a_job(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    first, second = queue.enqueue_many(conn, [("t", {})] * 2)
+    runs: list[tuple[str, int]] = []
+
+    def handler(job: Job) -> None:
+        runs.append(("W", job.id))
+        if job.id == first:  # meanwhile the lease lapses and B takes over both jobs
+            time.sleep(0.5)
+            with db.connect(dsn) as other:
+                # (W's own housekeeper may be the one that rescues them)
+                _wait_for(
+                    lambda: queue.rescue(other) is None or queue.status_counts(other)[0] == ("pending", 2),
+                    10,
+                    "the rescue",
+                )
+                for taken in queue.claim(other, "B", limit=2):
+                    runs.append(("B", taken.id))
+
+    worker = _NoHeartbeatWorker(queue, {"t": handler}, dsn=dsn, batch_size=2, lease=0.3, name="W")
+    worker.start()
+    try:
+        _wait_for(lambda: len(runs) >= 3, 10, "B to take the jobs")
+        time.sleep(0.5)  # W's thread decides about the second job now
+    finally:
+        worker.stop(timeout=10)
+    assert runs == [("W", first), ("B", first), ("B", second)], f"runs: {runs}"
+    assert worker.stats.lost == 2  # its completion of the first, and the second it never started

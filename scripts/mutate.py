@@ -1,0 +1,237 @@
+"""Mutation testing, small and named: can the tests catch a broken queue?
+
+    python scripts/mutate.py            # every mutation
+    python scripts/mutate.py fencing    # only those whose name contains "fencing"
+    python scripts/mutate.py --list     # list them
+
+Each mutation breaks one guarantee of the queue (a SQL constant or a line of the worker). It is
+applied alone, to a copy of the project in a temporary directory (the checkout is never
+touched), and the tests that should notice run against it. A mutation is *killed* when those
+tests fail. The script prints one line per mutation and the kill ratio, and exits 1 if any
+mutation survived: a test that cannot fail proves nothing.
+
+The database is the one the tests use (``PGQUEUE_LAB_DSN``, or the embedded server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WC = "tests/test_worker_correctness.py"
+QUEUE_TESTS = "tests/test_queue.py"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """Replace ``old`` by ``new`` (each exactly once) in ``file``, inside the SQL constant
+    ``constant`` if one is named; ``tests`` are the pytest node ids that must then fail."""
+
+    name: str
+    file: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+    constant: str | None = None
+
+
+def _sql(name: str, constant: str, old: str, new: str, *tests: str) -> Mutation:
+    return Mutation(name, "pgqueue_lab/sql.py", old, new, tests, constant)
+
+
+def _worker(name: str, old: str, new: str, *tests: str) -> Mutation:
+    return Mutation(name, "pgqueue_lab/worker.py", old, new, tests)
+
+
+MUTATIONS = [
+    # -- claiming -----------------------------------------------------------------------------
+    _sql("claim without the row lock", "CLAIM", "    FOR UPDATE SKIP LOCKED\n", "",
+         "tests/test_exactly_once.py"),
+    _sql("claim waits instead of SKIP LOCKED", "CLAIM", "FOR UPDATE SKIP LOCKED", "FOR UPDATE",
+         f"{QUEUE_TESTS}::test_claim_skips_a_locked_row_instead_of_waiting"),
+    _sql("claim ignores run_at", "CLAIM", "      AND run_at <= now()\n", "",
+         f"{QUEUE_TESTS}::test_retry_waits_for_its_backoff"),
+    _sql("enqueue_many drops the priority", "ENQUEUE_MANY", "(job->>'priority')::int", "0",
+         "tests/test_resilience.py::test_priority_order_through_a_worker"),
+    _sql("enqueue sends no NOTIFY", "ENQUEUE", "pg_notify(%(channel)s, queue)", "NULL::void",
+         "tests/test_notify.py::test_notification_is_sent_on_commit"),
+    # -- fencing: every write checks the claim token -------------------------------------------
+    _sql("fencing: COMPLETE ignores the token", "COMPLETE", " AND j.claim_token = mine.token", "",
+         f"{QUEUE_TESTS}::test_every_write_is_fenced_by_the_claim_token"),
+    _sql("fencing: FAIL ignores the token", "FAIL", " AND claim_token = %(token)s",
+         " AND %(token)s IS NOT NULL", f"{QUEUE_TESTS}::test_every_write_is_fenced_by_the_claim_token"),
+    _sql("fencing: HEARTBEAT ignores the token", "HEARTBEAT", " AND j.claim_token = mine.token", "",
+         f"{QUEUE_TESTS}::test_every_write_is_fenced_by_the_claim_token"),
+    _sql("fencing: RELEASE ignores the token", "RELEASE", " AND j.claim_token = mine.token", "",
+         f"{QUEUE_TESTS}::test_every_write_is_fenced_by_the_claim_token"),
+    _sql("fencing: CLAIM reuses one token", "CLAIM", "claim_token = gen_random_uuid()",
+         "claim_token = '00000000-0000-0000-0000-000000000001'",
+         f"{QUEUE_TESTS}::test_every_write_is_fenced_by_the_claim_token"),
+    # -- leases, rescue, release -----------------------------------------------------------------
+    _sql("rescue ignores the lease", "RESCUE", "WHERE status = 'running' AND locked_until < now()",
+         "WHERE status = 'running'",
+         f"{WC}::test_the_heartbeat_keeps_a_job_longer_than_its_lease"),
+    _sql("release charges the attempt", "RELEASE", "attempts = j.attempts - 1", "attempts = j.attempts",
+         f"{QUEUE_TESTS}::test_release_returns_jobs_without_counting_an_attempt"),
+    _worker("heartbeat disabled", "held = set(self.queue.heartbeat(conn, jobs, self.lease))",
+            "held = {job.id for job in jobs}",
+            f"{WC}::test_the_heartbeat_keeps_a_job_longer_than_its_lease"),
+    _worker("no check before starting a job", "unsure = time.monotonic() + margin > batch.lease_until",
+            "unsure = False", f"{WC}::test_a_thread_unsure_of_its_lease_asks_before_starting_a_job"),
+    # -- backoff -----------------------------------------------------------------------------------
+    _sql("backoff without jitter", "FAIL", " * (0.9 + 0.2 * random())", "",
+         f"{WC}::test_jittered_delays_never_exceed_max_delay_and_do_vary"),
+    _sql("backoff jitter past max_delay", "FAIL", "%(max_delay)s * (0.9 + 0.1 * random())",
+         "%(max_delay)s * (0.9 + 0.2 * random())",
+         f"{WC}::test_jittered_delays_never_exceed_max_delay_and_do_vary"),
+    _sql("backoff exponent unbounded", "FAIL", "least(attempts - 1, 100)", "attempts - 1",
+         f"{WC}::test_backoff_cannot_overflow_at_attempt_1025"),
+    # -- wake-ups ----------------------------------------------------------------------------------
+    _sql("a retry is not announced", "FAIL", "SELECT pg_notify(%(channel)s, queue) FROM failed",
+         "SELECT NULL::void FROM failed",
+         "tests/test_notify.py::test_retries_releases_and_rescues_are_announced"),
+    _sql("a release is not announced", "RELEASE", "SELECT pg_notify(%(channel)s, queue)", "SELECT NULL::void",
+         f"{WC}::test_jobs_released_by_a_stopping_worker_wake_another"),
+    _sql("a rescue is not announced", "RESCUE", "SELECT pg_notify(%(channel)s, queue)", "SELECT NULL::void",
+         "tests/test_notify.py::test_retries_releases_and_rescues_are_announced"),
+    _worker("idle sleep spins on a locked job", "locked = due == 0.0", "locked = False",
+            f"{WC}::test_idle_sleep_ignores_a_locked_due_job"),
+    # -- the worker's own failures -------------------------------------------------------------------
+    _worker("a timeout releases finished jobs", "orphans.done += batch.done", "orphans.waiting += batch.done",
+            f"{WC}::test_a_timeout_mid_batch_reruns_nothing_that_finished"),
+    _worker("a reconnect forgets the batch", "                        self.stats.reconnects += 1\n",
+            "                        self.stats.reconnects += 1\n"
+            "                        self._batches[worker_id] = _Batch()\n",
+            f"{WC}::test_a_connection_dropped_after_the_handlers_ran_reruns_nothing"),
+    _worker("Ctrl-C leaves the threads running", "            self.stop()\n            raise\n",
+            "            raise\n", f"{WC}::test_ctrl_c_stops_run_gracefully"),
+    _worker("handlers may kill their thread", "except BaseException as exc:  # noqa: BLE001 - any handler",
+            "except Exception as exc:  # noqa: BLE001 - any handler",
+            f"{WC}::test_sys_exit_and_unstorable_error_text_fail_only_their_job"),
+    _worker("a dead thread strands its jobs",
+            "            self._adopt(batch)\n            self._batches[worker_id] = _Batch()\n"
+            "            self.stats.errors.append(message)",
+            "            self._batches[worker_id] = _Batch()\n            self.stats.errors.append(message)",
+            f"{WC}::test_a_thread_that_dies_hands_its_jobs_over_and_run_says_so"),
+    _worker("stats count refused failures",
+            "                if status is None:\n                    self.stats.lost += 1\n"
+            "                else:\n                    self.stats.failed[worker_id] += 1",
+            "                self.stats.failed[worker_id] += 1",
+            f"{WC}::test_stats_count_what_the_database_recorded"),
+    Mutation("error text not made storable", "pgqueue_lab/validate.py",
+             'text = str(error).replace("\\x00", "\\\\x00")', "text = str(error)",
+             (f"{WC}::test_sys_exit_and_unstorable_error_text_fail_only_their_job",)),
+    Mutation("reads leave a transaction open", "pgqueue_lab/queue.py",
+             "    if conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:\n"
+             "        return nullcontext()\n",
+             "    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:\n"
+             "        return nullcontext()\n",
+             (f"{WC}::test_non_autocommit_connections_never_leave_a_transaction_open",)),
+]  # fmt: skip
+
+
+def apply(mutation: Mutation, root: Path) -> None:
+    """Apply ``mutation`` to the copy of the project in ``root``."""
+    path = root / mutation.file
+    text = path.read_text()
+    start, end = 0, len(text)
+    if mutation.constant:
+        start = text.index(f'\n{mutation.constant} = """')
+        end = text.index('"""', text.index('"""', start) + 3)
+    region = text[start:end]
+    if region.count(mutation.old) != 1:
+        raise SystemExit(f"mutation {mutation.name!r}: its text occurs {region.count(mutation.old)} times")
+    path.write_text(text[:start] + region.replace(mutation.old, mutation.new) + text[end:])
+
+
+def copy_project(dest: Path) -> None:
+    for name in ("pgqueue_lab", "tests"):
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("conftest.py", "pyproject.toml"):
+        shutil.copy2(ROOT / name, dest / name)
+
+
+def run(mutation: Mutation | None, timeout: float) -> tuple[bool, float, str]:
+    """Run the mutation's tests on a mutated copy; return (tests failed, seconds, last line)."""
+    with tempfile.TemporaryDirectory(prefix="pgqueue-lab-mutant-") as tmp:
+        root = Path(tmp)
+        copy_project(root)
+        if mutation is not None:
+            apply(mutation, root)
+            tests = list(mutation.tests)
+        else:
+            tests = sorted({test for m in MUTATIONS for test in m.tests})
+        env = {**os.environ, "PYTHONPATH": str(root)}  # worker subprocesses import the mutant too
+        start = time.monotonic()
+        try:
+            result = subprocess.run(
+                [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                cwd=root,
+                env=env,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            return True, time.monotonic() - start, f"timed out after {timeout:g} s (counts as killed)"
+        lines = [line for line in result.stdout.splitlines() if line.strip()]
+        last = lines[-1] if lines else result.stderr.strip()[-200:]
+        if result.returncode not in (0, 1):
+            raise SystemExit(
+                f"pytest could not run the tests of {mutation and mutation.name!r}:\n{result.stdout}"
+            )
+        # Killed means a test *failed*; an error while setting a test up proves nothing.
+        killed = result.returncode == 1 and " failed" in last and "error" not in last
+        return killed, time.monotonic() - start, last
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("only", nargs="?", help="run only mutations whose name contains this")
+    parser.add_argument("--list", action="store_true", help="list the mutations and their tests")
+    parser.add_argument("--jobs", type=int, default=2, help="mutations run at once (default 2)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutation")
+    args = parser.parse_args()
+    chosen = [m for m in MUTATIONS if not args.only or args.only in m.name]
+    if args.list:
+        for m in chosen:
+            print(f"{m.name}: {', '.join(m.tests)}")
+        return 0
+    if not chosen:
+        print(f"no mutation matches {args.only!r}", file=sys.stderr)
+        return 2
+
+    # The unmutated copy must pass the same tests, or a "kill" would mean nothing.
+    failed, seconds, last = run(None, args.timeout * 2)
+    if failed:
+        print(f"the tests fail without any mutation ({last}): fix them first", file=sys.stderr)
+        return 1
+    print(f"baseline: the tests pass unmutated ({seconds:.0f} s)", flush=True)
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = list(pool.map(lambda m: run(m, args.timeout), chosen))
+    survivors = []
+    for mutation, (killed, seconds, last) in zip(chosen, results, strict=True):
+        print(
+            f"{'killed  ' if killed else 'SURVIVED'} {seconds:5.1f} s  {mutation.name}  ({last})", flush=True
+        )
+        if not killed:
+            survivors.append(mutation.name)
+    print(f"\nkill ratio: {len(chosen) - len(survivors)}/{len(chosen)}")
+    if survivors:
+        print("survivors (their tests cannot tell): " + "; ".join(survivors), file=sys.stderr)
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
