@@ -20,6 +20,7 @@ import os
 import re
 import stat
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,6 +149,7 @@ def runtime_dir() -> Path:
 
 
 _lock_configured = False
+_configuring = threading.Lock()
 
 
 def _server_class() -> Any:
@@ -174,14 +176,17 @@ def _server_class() -> Any:
         return server_cls
     import fasteners
 
-    wheel_lock_dir = Path(os.fsdecode(server_cls._lock.path)).parent
-    wheel_runtime = Path(server_cls.runtime_path)
-    if _private_dir_problem(wheel_lock_dir) is not None or _private_dir_problem(wheel_runtime) is not None:
-        private = runtime_dir()
-        server_cls.runtime_path = private
-        server_cls.lock_path = private / ".lockfile"
-        server_cls._lock = fasteners.InterProcessLock(server_cls.lock_path)
-    _lock_configured = True
+    with _configuring:
+        if _lock_configured:
+            return server_cls
+        wheel_lock_dir = Path(os.fsdecode(server_cls._lock.path)).parent
+        wheel_runtime = Path(server_cls.runtime_path)
+        if _private_dir_problem(wheel_lock_dir) or _private_dir_problem(wheel_runtime):
+            private = runtime_dir()
+            server_cls.runtime_path = private
+            server_cls.lock_path = private / ".lockfile"
+            server_cls._lock = fasteners.InterProcessLock(server_cls.lock_path)
+        _lock_configured = True
     return server_cls
 
 
