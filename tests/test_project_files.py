@@ -75,3 +75,4 @@ def test_ci_runs_the_readme_test_command_on_both_paths() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert "env -u PGQUEUE_LAB_DSN pytest" in ci
     assert "PGQUEUE_LAB_DSN=postgresql://postgres@127.0.0.1:5432/test pytest" in ci
+    assert "bash .ci/multi-user" in ci  # a second Unix user's demo and notebook (issue 14)
