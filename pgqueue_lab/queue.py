@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
 
@@ -264,23 +264,25 @@ class Queue:
     ) -> list[Job]:
         """Claim up to ``limit`` due jobs atomically (``FOR UPDATE SKIP LOCKED``), mark them running.
 
-        Concurrent callers never get the same job. Returns ``[]`` when nothing is due. Each job
-        comes with a fresh claim token (:attr:`Job.token`).
+        Concurrent callers never get the same job. Returns ``[]`` when nothing is due. The jobs
+        carry this claim's token (:attr:`Job.token`), a random UUID new for every claim.
 
         :param worker_id: recorded in the ``worker_id`` column (for people reading the table).
         :param queues: only jobs of these queues (default: every queue).
         :param lease: seconds the claim is held (``locked_until``) before it counts as abandoned
             and :meth:`rescue` may give the job to another worker.
         """
+        token = uuid4()
         params = {
             "worker_id": validate.job_type(worker_id, what="worker_id"),
             "limit": validate.positive_int(limit, "limit"),
             "queues": validate.queue_names(queues),
             "lease": validate.seconds(lease, "lease"),
+            "token": token,
         }
         with self._tx(conn):
             rows = conn.execute(self._q(sql.CLAIM), params).fetchall()
-        return [Job(*row) for row in rows]
+        return [Job(i, q, t, p, a, m, token) for i, q, t, p, a, m in rows]
 
     def complete(self, conn: Connection, jobs: Job | Iterable[Job]) -> int:
         """Mark claimed jobs ``completed``. Returns how many changed.

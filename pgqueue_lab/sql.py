@@ -80,9 +80,10 @@ SELECT id FROM batch, (SELECT count(*) FROM announced) AS sent ORDER BY id"""
 
 #: Claim up to ``limit`` jobs atomically, in one statement.
 #: ``FOR UPDATE SKIP LOCKED`` makes concurrent workers skip rows another worker has locked,
-#: instead of waiting for them or taking them twice. Each claimed job gets a fresh random
-#: ``claim_token``: every later write of this run (complete, fail, heartbeat, release) must
-#: present it, so a run whose lease lapsed, and whose job was rescued, can change nothing.
+#: instead of waiting for them or taking them twice. The claim stores a fresh random
+#: ``claim_token`` (one per claim, made by :meth:`~pgqueue_lab.queue.Queue.claim`) on every job
+#: it takes: every later write of this run (complete, fail, heartbeat, release) must present
+#: it, so a run whose lease lapsed, and whose job was rescued, can change nothing.
 CLAIM = """\
 WITH next AS (
     SELECT id
@@ -98,21 +99,21 @@ WITH next AS (
     SET status = 'running',
         attempts = j.attempts + 1,
         worker_id = %(worker_id)s,
-        claim_token = gen_random_uuid(),
+        claim_token = %(token)s,
         started_at = now(),
         finished_at = NULL,
         locked_until = now() + make_interval(secs => %(lease)s)
     FROM next
     WHERE j.id = next.id
-    RETURNING j.id, j.queue, j.type, j.payload, j.priority, j.run_at, j.attempts, j.max_attempts,
-              j.claim_token
+    RETURNING j.id, j.queue, j.type, j.payload, j.priority, j.run_at, j.attempts, j.max_attempts
 )
-SELECT id, queue, type, payload, attempts, max_attempts, claim_token
+SELECT id, queue, type, payload, attempts, max_attempts
 FROM claimed
 ORDER BY priority DESC, run_at, id"""
 
 #: Mark running jobs completed (a whole batch in one statement). Fenced: a job is changed only
-#: while it is still ``running`` under the claim token this run was given.
+#: while it is still ``running`` under the claim token this run was given. The ids and their
+#: tokens travel as two arrays, paired up row by row by ``unnest``.
 COMPLETE = """\
 UPDATE {schema}.jobs AS j
 SET status = 'completed', finished_at = now(), locked_until = NULL

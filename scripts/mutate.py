@@ -73,9 +73,8 @@ MUTATIONS = [
          f"{QUEUE_TESTS}::test_every_write_is_fenced_by_the_claim_token"),
     _sql("fencing: RELEASE ignores the token", "RELEASE", " AND j.claim_token = mine.token", "",
          f"{QUEUE_TESTS}::test_every_write_is_fenced_by_the_claim_token"),
-    _sql("fencing: CLAIM reuses one token", "CLAIM", "claim_token = gen_random_uuid()",
-         "claim_token = '00000000-0000-0000-0000-000000000001'",
-         f"{QUEUE_TESTS}::test_every_write_is_fenced_by_the_claim_token"),
+    Mutation("fencing: every claim uses one token", "pgqueue_lab/queue.py", "token = uuid4()",
+             "token = UUID(int=1)", (f"{QUEUE_TESTS}::test_every_write_is_fenced_by_the_claim_token",)),
     # -- leases, rescue, release -----------------------------------------------------------------
     _sql("rescue ignores the lease", "RESCUE", "WHERE status = 'running' AND locked_until < now()",
          "WHERE status = 'running'",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import psycopg
@@ -192,7 +193,7 @@ def test_claim_uses_the_partial_index(conn: psycopg.Connection[Any], queue: Queu
     queue.enqueue_many(conn, [("t", {})] * 2000)
     conn.execute(sql.compose("ANALYZE {schema}.jobs", queue.schema))
     query = sql.compose(sql.CLAIM, queue.schema)
-    params = {"queues": None, "limit": 10, "worker_id": "w", "lease": 60.0}
+    params = {"queues": None, "limit": 10, "worker_id": "w", "lease": 60.0, "token": uuid.uuid4()}
     with conn.transaction():
         plan = conn.execute(psycopg.sql.SQL("EXPLAIN ") + query, params).fetchall()
         raise psycopg.Rollback()  # EXPLAIN alone does not run the UPDATE; roll back anyway
