@@ -119,7 +119,7 @@ class Worker:
     :param name: prefix of thread names and ``worker_id`` values (``name-1``, ``name-2``...).
         Default: ``worker-<pid>-<6 random hex digits>``, different for every ``Worker``.
     :param lease: seconds a claim stays valid without a heartbeat. The worker renews it every
-        ``lease / 3`` seconds (at most every second); if the worker dies, other workers rescue
+        ``lease / 3`` seconds (and at least once a second); if the worker dies, other workers rescue
         its jobs after this long.
     :param job_timeout: seconds a handler may run before its job is failed (and retried if it
         has attempts left); ``timeouts`` sets it per job type. Python cannot stop a thread, so
