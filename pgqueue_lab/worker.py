@@ -38,6 +38,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -50,6 +51,14 @@ Handler = Callable[[Job], Any]
 
 _log = logging.getLogger(__name__)
 _CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnavailableError)
+#: libpq settings for the worker's long-lived connections (ignored on Unix sockets).
+_TCP_OPTIONS: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
 
 
 @dataclass
@@ -82,22 +91,28 @@ class WorkerStats:
 
 @dataclass
 class _Batch:
-    """The jobs one worker thread holds, by stage. Changed only under ``Worker._lock``."""
+    """The jobs one worker thread holds, by stage. Changed only under ``Worker._lock``.
+
+    A job stays in its list until the database has recorded its outcome, so the heartbeat
+    keeps renewing its lease meanwhile; ``writing`` marks the ones whose write is in flight.
+    """
 
     waiting: list[Job] = field(default_factory=list)  # claimed, not started
     current: Job | None = None  # its handler is running
     deadline: float | None = None  # monotonic time the current handler's timeout ends
     done: list[Job] = field(default_factory=list)  # succeeded, not yet recorded
     failures: list[tuple[Job, str, bool]] = field(default_factory=list)  # (job, error, retry)
+    writing: set[int] = field(default_factory=set)  # ids whose outcome is being written
+    write_started: float | None = None  # monotonic time the write in flight began
     lease_until: float = 0.0  # monotonic time until which every lease is known to be valid
-    abandoned: bool = False  # the housekeeper took the batch over (timeout, dead thread)
+    abandoned: bool = False  # the housekeeper took the batch over (timeout, stall, dead thread)
 
     def held(self) -> list[Job]:
         jobs = [*self.waiting, *self.done, *(job for job, _, _ in self.failures)]
         return jobs if self.current is None else [self.current, *jobs]
 
-    def forget(self, ids: set[int]) -> None:
-        """Drop jobs this worker no longer holds (rescued from it): never start or record them."""
+    def drop(self, ids: set[int]) -> None:
+        """Remove these jobs from every list (recorded, or no longer ours)."""
         self.waiting = [job for job in self.waiting if job.id not in ids]
         self.done = [job for job in self.done if job.id not in ids]
         self.failures = [f for f in self.failures if f[0].id not in ids]
@@ -215,7 +230,12 @@ class Worker:
         :raises DatabaseUnavailableError: the database cannot be reached.
         :raises QueueNotFoundError: the queue was never created in this database.
         """
-        with db.connect(self.dsn) as conn:
+        if any(t.is_alive() for t in self._workers + self._helpers):
+            raise WorkerError(
+                f"{self.name} is still running or stopping: call join() (or stop() without a "
+                "timeout) before starting it again"
+            )
+        with self._connect() as conn:
             self.queue.has_work(conn, self.queues)  # fails here, clearly, if the queue is missing
         self._stop.clear()
         self._workers_done.clear()
@@ -258,6 +278,12 @@ class Worker:
 
     # -- the worker threads ----------------------------------------------------------------
 
+    def _connect(self) -> Connection:
+        """A connection for one of the worker's threads. Over TCP, keepalives and
+        ``tcp_user_timeout`` end a connection whose peer vanished (a network partition, a host
+        that died) within about 30 s instead of the system default of hours."""
+        return db.connect(self.dsn, **_TCP_OPTIONS)
+
     def _notify_all(self) -> None:
         with self._wake:
             self._generation += 1
@@ -291,7 +317,7 @@ class Worker:
             while not self._stop.is_set():
                 try:
                     if conn is None or conn.closed:
-                        conn = db.connect(self.dsn)
+                        conn = self._connect()
                         pause = 0.1
                     if self._batches[worker_id].held():
                         self._record(conn, worker_id, release_waiting=True)  # after a reconnect
@@ -326,11 +352,11 @@ class Worker:
                     pause = min(pause * 2, 5.0)
             if self._batches[worker_id].held():  # stopped while outcomes wait to be recorded
                 try:
-                    conn = conn if conn is not None and not conn.closed else db.connect(self.dsn)
+                    conn = conn if conn is not None and not conn.closed else self._connect()
                     self._record(conn, worker_id, release_waiting=True)
                 except _CONNECTION_ERRORS:
                     with self._lock:  # the housekeeper tries again
-                        self._adopt(self._batches[worker_id])
+                        self._adopt(self._batches[worker_id], "WorkerError: stopped")
                         self._batches[worker_id] = _Batch()
         except BaseException as exc:  # noqa: BLE001 - a thread must not die holding jobs
             self._orphan(worker_id, exc)
@@ -344,23 +370,25 @@ class Worker:
 
     def _orphan(self, worker_id: str, exc: BaseException) -> None:
         """A thread stops on an unexpected error: hand its jobs to the housekeeper, say so."""
-        message = f"{worker_id} stopped: {type(exc).__name__}: {exc}"
+        message = f"{worker_id} stopped: {_describe(exc)}"
         _log.error("%s; the housekeeper records or releases its jobs", message, exc_info=exc)
         with self._lock:
             batch = self._batches[worker_id]
             batch.abandoned = True
-            self._adopt(batch)
+            self._adopt(batch, f"WorkerError: {message}")
             self._batches[worker_id] = _Batch()
             self.stats.errors.append(message)
 
-    def _adopt(self, batch: _Batch) -> None:
-        """Move a batch's jobs to the housekeeper's orphans (call under ``self._lock``)."""
+    def _adopt(self, batch: _Batch, current_error: str) -> None:
+        """Move a batch's jobs to the housekeeper's orphans (call under ``self._lock``). A job
+        whose handler was running is failed with ``current_error``: it did (start to) run."""
         orphans = self._orphans
         orphans.waiting += batch.waiting
         orphans.done += batch.done
         orphans.failures += batch.failures
-        if batch.current is not None:  # its handler never reported: put it back
-            orphans.waiting.append(batch.current)
+        if batch.current is not None:
+            orphans.failures.append((batch.current, current_error, True))
+            batch.current = batch.deadline = None
 
     def _timeout_for(self, job: Job) -> float | None:
         return self.timeouts.get(job.type, self.job_timeout)
@@ -377,7 +405,13 @@ class Worker:
                 unsure = time.monotonic() + margin > batch.lease_until
             if unsure:  # paused, or the heartbeat is late: ask before starting anything
                 asked_at = time.monotonic()
-                held = set(self.queue.heartbeat(conn, batch.held(), self.lease))
+                with self._lock:
+                    batch.write_started = asked_at  # a hung heartbeat counts as a hung write
+                try:
+                    held = set(self.queue.heartbeat(conn, batch.held(), self.lease))
+                finally:
+                    with self._lock:
+                        batch.write_started = None
                 with self._lock:
                     self._forget(batch, held)
                     batch.lease_until = asked_at + self.lease
@@ -396,72 +430,126 @@ class Worker:
                     batch.done.append(job)
                 else:
                     batch.failures.append((job, error, retry))
-            if error is not None:
-                self._record(conn, worker_id)  # a failure is recorded at once: its retry is due sooner
-        self._record(conn, worker_id, release_waiting=True)
+            if error is not None:  # a failure is recorded at once: its retry is due sooner
+                self._record_batch(conn, batch, worker_id, release_waiting=False)
+        self._record_batch(conn, batch, worker_id, release_waiting=True)
 
     def _forget(self, batch: _Batch, held: set[int]) -> None:
-        """Drop from ``batch`` the jobs not in ``held`` (call under ``self._lock``)."""
-        lost = {job.id for job in batch.held()} - held - ({batch.current.id} if batch.current else set())
+        """Drop from ``batch`` the jobs a heartbeat did not return (call under ``self._lock``).
+
+        They were rescued from this worker: never start them, never record them. The job whose
+        handler runs now and jobs whose write is in flight are left alone (the database refuses
+        their write anyway if they are lost).
+        """
+        keep = held | batch.writing | ({batch.current.id} if batch.current else set())
+        lost = {job.id for job in batch.held()} - keep
         if lost:
             _log.warning("jobs %s were rescued from this worker (lease expired); skipping them", sorted(lost))
-            batch.forget(lost)
+            batch.drop(lost)
             self.stats.lost += len(lost)
 
     def _record(self, conn: Connection, worker_id: str, *, release_waiting: bool = False) -> None:
-        """Write the batch's outcomes to the database: completions first, then failures, then
-        (if asked) release the jobs never started. Each is forgotten only once recorded, so a
-        lost connection loses nothing: the thread reconnects and calls this again."""
+        """Write the outcomes of this thread's batch (see :meth:`_record_batch`)."""
         self._record_batch(conn, self._batches[worker_id], worker_id, release_waiting)
 
     def _record_batch(self, conn: Connection, batch: _Batch, worker_id: str, release_waiting: bool) -> None:
-        # Each list is taken out of the batch while it is written (so the heartbeat never sees a
-        # job half-recorded) and put back if the write fails.
+        """Write a batch's outcomes: completions first, then failures, then (if asked) release
+        the jobs never started.
+
+        A job leaves the batch only once its write has returned, so a lost connection loses
+        nothing (the thread reconnects and calls this again) and the heartbeat keeps the lease
+        alive meanwhile. A write the database *refuses* (a trigger, a constraint) is retried job
+        by job, so one bad row cannot block the others; a job still refused is logged, counted
+        in ``stats.errors`` and left to its lease (it is rescued and runs again).
+        """
         with self._lock:
-            done, batch.done = batch.done, []
+            done = list(batch.done)
         if done:
-            try:
-                completed = self.queue.complete(conn, done)
-            except BaseException:
-                with self._lock:
-                    batch.done[:0] = done
-                raise
-            with self._lock:
-                self.stats.completed[worker_id] += completed
-                self.stats.lost += len(done) - completed
+            counts = self._write(batch, done, lambda jobs: self.queue.complete(conn, jobs))
+            if counts is not None:
+                self._count(worker_id, "completed", *counts)
         while True:
             with self._lock:
-                if not batch.failures:
+                if batch.abandoned or not batch.failures:
                     break
-                job, error, retry = failure = batch.failures.pop(0)
-            try:
-                status = self.queue.fail(
-                    conn, job, error, retry_delay=self.retry_delay, max_delay=self.max_delay, retry=retry
-                )
-            except BaseException:
-                with self._lock:
-                    batch.failures.insert(0, failure)
-                raise
-            with self._lock:
-                if status is None:
-                    self.stats.lost += 1
-                else:
-                    self.stats.failed[worker_id] += 1
-            if status == "pending":
-                self._notify_all()  # our own idle threads: the retry may be due before their poll
+                job, error, retry = batch.failures[0]
+            counts = self._write(batch, [job], partial(self._fail_jobs, conn, error, retry))
+            if counts is not None:
+                self._count(worker_id, "failed", *counts)
+                if counts[0]:
+                    self._notify_all()  # our own idle threads: the retry may be due before their poll
         if release_waiting:
             with self._lock:
-                waiting, batch.waiting = batch.waiting, []
+                waiting = [] if batch.abandoned else list(batch.waiting)
             if waiting:
-                try:
-                    released = self.queue.release(conn, waiting)
-                except BaseException:
+                counts = self._write(batch, waiting, lambda jobs: len(self.queue.release(conn, jobs)))
+                if counts is not None:
+                    self._count(worker_id, "released", *counts)
+                    self._notify_all()
+
+    def _write(
+        self, batch: _Batch, jobs: list[Job], write: Callable[[list[Job]], int]
+    ) -> tuple[int, int, int] | None:
+        """Run one write for ``jobs`` of ``batch``; drop them from it once written.
+
+        Returns ``(accepted, refused as lost, refused by an error)``, or ``None`` if the
+        housekeeper took the batch over meanwhile (its own write counts). A connection error
+        propagates, with the jobs still in the batch.
+        """
+        ids = {job.id for job in jobs}
+        with self._lock:
+            batch.writing, batch.write_started = ids, time.monotonic()
+        try:
+            try:
+                accepted, errors = write(jobs), 0
+            except _CONNECTION_ERRORS:
+                raise
+            except psycopg.Error as exc:  # refused by the database: try each job alone
+                _log.warning("the database refused a write of %d jobs (%s); one by one now", len(jobs), exc)
+                accepted = errors = 0
+                for job in jobs:
+                    try:
+                        accepted += write([job])
+                    except _CONNECTION_ERRORS:
+                        raise
+                    except psycopg.Error as one:
+                        errors += 1
+                        self._refused(job, one)
                     with self._lock:
-                        batch.waiting[:0] = waiting
-                    raise
-                with self._lock:
-                    self.stats.lost += len(waiting) - len(released)
-                self._notify_all()
+                        batch.drop({job.id})  # written (or refused for good): never again
+        except BaseException:
+            with self._lock:
+                batch.writing, batch.write_started = set(), None
+            raise  # a lost connection: the jobs stay in the batch, to be written after reconnecting
+        with self._lock:
+            batch.writing, batch.write_started = set(), None
+            if batch.abandoned:
+                return None
+            batch.drop(ids)
+        return accepted, len(jobs) - accepted - errors, errors
+
+    def _fail_jobs(self, conn: Connection, error: str, retry: bool, jobs: list[Job]) -> int:
+        return sum(
+            self.queue.fail(
+                conn, job, error, retry_delay=self.retry_delay, max_delay=self.max_delay, retry=retry
+            )
+            is not None
+            for job in jobs
+        )
+
+    def _refused(self, job: Job, exc: psycopg.Error) -> None:
+        message = f"the database refused to record job {job.id}: {_describe(exc)}"
+        _log.error("%s; it returns to pending when its lease expires", message)
+        with self._lock:
+            self.stats.errors.append(message)
+
+    def _count(self, worker_id: str, what: str, accepted: int, lost: int, errors: int) -> None:
+        with self._lock:
+            if what == "completed":
+                self.stats.completed[worker_id] += accepted
+            elif what == "failed":
+                self.stats.failed[worker_id] += accepted
+            self.stats.lost += lost
 
     def _call(self, job: Job) -> tuple[str | None, bool]:
         """Run the job's handler; return (error text or ``None`` on success, whether to retry).
@@ -475,41 +563,37 @@ class Worker:
         try:
             handler(job)
         except PermanentJobError as exc:
-            _log.warning("job %d (%s) failed permanently: %s", job.id, job.type, exc)
-            return f"{type(exc).__name__}: {exc}", False
+            _log.warning("job %d (%s) failed permanently: %s", job.id, job.type, _describe(exc))
+            return _describe(exc), False
         except BaseException as exc:  # noqa: BLE001 - any handler error fails the job
             _log.warning("job %d (%s) failed on attempt %d", job.id, job.type, job.attempts, exc_info=exc)
-            return f"{type(exc).__name__}: {exc}", True
+            return _describe(exc), True
         return None, True
 
     # -- helper threads --------------------------------------------------------------------
 
     def _housekeeper(self) -> None:
-        """Heartbeat held jobs, take over overrunning batches, rescue other workers' jobs."""
+        """Heartbeat held jobs, rescue other workers' jobs, take over overrunning or stalled
+        batches and record what it took over. Each step runs even if another failed."""
         beat = max(0.1, min(self.lease / 3, 1.0))
         conn: Connection | None = None
+        steps = (self._beat, self._take_over, self._record_orphans, self._rescue)
         while True:
             finished = self._workers_done.is_set()
-            try:
-                if conn is None or conn.closed:
-                    conn = db.connect(self.dsn)
-                self._take_over_timeouts()
-                self._record_batch(conn, self._orphans, f"{self.name}-housekeeper", True)
-                if finished:
-                    break
-                self._beat(conn)
-                rescued = self.queue.rescue(conn)
-                if rescued:
-                    with self._lock:
-                        self.stats.rescued += len(rescued)
-                    self._notify_all()
-            except Exception as exc:  # noqa: BLE001 - the housekeeper must outlive any error
-                _log.warning("housekeeper: %s: %s", type(exc).__name__, exc)
-                if conn is not None:
-                    conn.close()
-                conn = None
-                if finished:
-                    break
+            for step in (self._record_orphans,) if finished else steps:
+                try:
+                    if conn is None or conn.closed:
+                        conn = self._connect()
+                    step(conn)
+                except _CONNECTION_ERRORS as exc:
+                    _log.warning("housekeeper lost its connection (%s)", exc)
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                except Exception as exc:  # noqa: BLE001 - the housekeeper must outlive any error
+                    _log.error("housekeeper: %s", _describe(exc), exc_info=exc)
+            if finished:
+                break
             self._workers_done.wait(beat)
         left = self._orphans.held()
         if left:
@@ -522,24 +606,42 @@ class Worker:
         if conn is not None:
             conn.close()
 
-    def _take_over_timeouts(self) -> None:
-        """Fail each job whose handler overran its timeout and take its batch over: the
-        finished jobs are recorded, the unstarted ones released, the thread is free for the
-        next batch when (if ever) its handler returns."""
+    def _rescue(self, conn: Connection) -> None:
+        rescued = self.queue.rescue(conn)
+        if rescued:
+            with self._lock:
+                self.stats.rescued += len(rescued)
+            self._notify_all()
+
+    def _record_orphans(self, conn: Connection) -> None:
+        self._record_batch(conn, self._orphans, f"{self.name}-housekeeper", True)
+
+    def _take_over(self, conn: Connection) -> None:
+        """Take over the batch of a thread that cannot finish it soon: its handler overran its
+        timeout (the job is failed with a ``TimeoutError``), or a write of its outcomes has
+        hung for longer than a lease (a stalled connection). The finished jobs are recorded,
+        the unstarted ones released, on the housekeeper's connection; the thread is free for a
+        new batch when (if ever) its call returns, and its late result is ignored."""
         now = time.monotonic()
         with self._lock:
             for worker_id, batch in self._batches.items():
-                job = batch.current
-                if job is None or batch.deadline is None or now <= batch.deadline or batch.abandoned:
+                if batch.abandoned:
                     continue
-                limit = self._timeout_for(job)
-                batch.failures.append((job, f"TimeoutError: handler ran longer than {limit:g} s", True))
-                batch.current = batch.deadline = None
+                job = batch.current
+                if job is not None and batch.deadline is not None and now > batch.deadline:
+                    limit = self._timeout_for(job)
+                    self._adopt(batch, f"TimeoutError: handler ran longer than {limit:g} s")
+                    self.stats.timed_out += 1
+                    _log.warning("job %d (%s) overran its %g s timeout", job.id, job.type, limit)
+                elif batch.write_started is not None and now - batch.write_started > self.lease:
+                    self._adopt(batch, "WorkerError: stopped")
+                    _log.warning(
+                        "%s: a write hung for more than %g s; taking its batch over", worker_id, self.lease
+                    )
+                else:
+                    continue
                 batch.abandoned = True
-                self._adopt(batch)
                 self._batches[worker_id] = _Batch()
-                self.stats.timed_out += 1
-                _log.warning("job %d (%s) overran its %g s timeout", job.id, job.type, limit)
 
     def _beat(self, conn: Connection) -> None:
         """Extend the leases of every job held; forget the ones rescued from us."""
@@ -559,7 +661,7 @@ class Worker:
         """Wake idle threads when a NOTIFY arrives; reconnect quietly if the connection drops."""
         while not self._stop.is_set():
             try:
-                with db.connect(self.dsn) as conn:
+                with self._connect() as conn:
                     self.queue.listen(conn)
                     while not self._stop.is_set():
                         payloads = self.queue.wait(conn, timeout=0.5)
@@ -568,3 +670,12 @@ class Worker:
             except (psycopg.Error, DatabaseUnavailableError) as exc:
                 _log.warning("listener lost its connection (%s); polling continues", exc)
                 self._stop.wait(1.0)
+
+
+def _describe(exc: BaseException) -> str:
+    """``"TypeName: message"``, even for an exception whose ``__str__`` itself raises."""
+    try:
+        text = str(exc)
+    except BaseException as inner:  # noqa: BLE001 - a handler's exception may be anything
+        text = f"<str() of the exception raised {type(inner).__name__}>"
+    return f"{type(exc).__name__}: {text}"

@@ -116,16 +116,29 @@ MUTATIONS = [
     _worker("handlers may kill their thread", "except BaseException as exc:  # noqa: BLE001 - any handler",
             "except Exception as exc:  # noqa: BLE001 - any handler",
             f"{WC}::test_sys_exit_and_unstorable_error_text_fail_only_their_job"),
-    _worker("a dead thread strands its jobs",
-            "            self._adopt(batch)\n            self._batches[worker_id] = _Batch()\n"
-            "            self.stats.errors.append(message)",
-            "            self._batches[worker_id] = _Batch()\n            self.stats.errors.append(message)",
+    _worker("a dead thread strands its jobs", 'self._adopt(batch, f"WorkerError: {message}")', "pass",
             f"{WC}::test_a_thread_that_dies_hands_its_jobs_over_and_run_says_so"),
-    _worker("stats count refused failures",
-            "                if status is None:\n                    self.stats.lost += 1\n"
-            "                else:\n                    self.stats.failed[worker_id] += 1",
-            "                self.stats.failed[worker_id] += 1",
+    _worker("stats count refused failures", "            is not None\n            for job in jobs",
+            "            is not None or True\n            for job in jobs",
             f"{WC}::test_stats_count_what_the_database_recorded"),
+    _worker("a write in flight is not heartbeated",
+            "            batch.writing, batch.write_started = ids, time.monotonic()\n",
+            "            batch.writing, batch.write_started = ids, time.monotonic()\n"
+            "            batch.drop(ids)\n",
+            f"{WC}::test_a_write_stalled_on_its_connection_loses_and_repeats_nothing[completion]"),
+    _worker("a hung write is never taken over",
+            "elif batch.write_started is not None and now - batch.write_started > self.lease:",
+            "elif False:", f"{WC}::test_a_write_stalled_on_its_connection_loses_and_repeats_nothing"),
+    _worker("a refused write stops the thread", "except psycopg.Error as exc:  # refused by the database",
+            "except ZeroDivisionError as exc:  # refused by the database",
+            f"{WC}::test_a_write_the_database_refuses_blocks_nothing_else"),
+    _worker("an unprintable exception stops the thread",
+            "except BaseException as inner:  # noqa: BLE001 - a handler's exception may be anything",
+            "except ZeroDivisionError as inner:  # noqa: BLE001 - a handler's exception may be anything",
+            f"{WC}::test_sys_exit_and_unstorable_error_text_fail_only_their_job"),
+    _worker("start() while the last run is stopping",
+            "if any(t.is_alive() for t in self._workers + self._helpers):", "if False:",
+            f"{WC}::test_start_refuses_while_the_previous_run_is_still_stopping"),
     Mutation("error text not made storable", "pgqueue_lab/validate.py",
              'text = str(error).replace("\\x00", "\\\\x00")', "text = str(error)",
              (f"{WC}::test_sys_exit_and_unstorable_error_text_fail_only_their_job",)),
@@ -185,6 +198,8 @@ def run(mutation: Mutation | None, timeout: float) -> tuple[bool, float, str]:
             return True, time.monotonic() - start, f"timed out after {timeout:g} s (counts as killed)"
         lines = [line for line in result.stdout.splitlines() if line.strip()]
         last = lines[-1] if lines else result.stderr.strip()[-200:]
+        if mutation is None and result.returncode != 0:  # say which test failed unmutated
+            last += "; " + "; ".join(line for line in lines if line.startswith(("FAILED", "ERROR")))
         if result.returncode not in (0, 1):
             raise SystemExit(
                 f"pytest could not run the tests of {mutation and mutation.name!r}:\n{result.stdout}"

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -24,7 +26,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgqueue_lab import InvalidInputError, Job, Queue, Worker, WorkerError, db, sql
 
@@ -281,52 +283,120 @@ def test_sys_exit_and_unstorable_error_text_fail_only_their_job(
     def nul(job: Job) -> None:
         raise ValueError("bad\x00byte \udc80 here")
 
-    handlers = {"exits": exits, "cancelled": cancelled, "nul": nul, "ok": lambda job: None}
-    ids = queue.enqueue_many(
-        conn, [{"type": t, "max_attempts": 1} for t in ["exits", "cancelled", "nul", "ok"]]
-    )
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("cannot render me")
+
+    def unprintable(job: Job) -> None:
+        raise Unprintable()
+
+    kinds = {"exits": exits, "cancelled": cancelled, "nul": nul, "unprintable": unprintable}
+    handlers = {**kinds, "ok": lambda job: None}
+    ids = queue.enqueue_many(conn, [{"type": t, "max_attempts": 1} for t in handlers])
     stats = _run_in_thread(Worker(queue, handlers, dsn=dsn, threads=2), 30)
     rows = {j["id"]: (j["status"], j["last_error"]) for j in queue.jobs(conn)}
     assert rows == {
         ids[0]: ("failed", "SystemExit: 3"),
         ids[1]: ("failed", "CancelledError: "),
         ids[2]: ("failed", "ValueError: bad\\x00byte \\udc80 here"),
-        ids[3]: ("completed", None),
+        ids[3]: ("failed", "Unprintable: <str() of the exception raised RuntimeError>"),
+        ids[4]: ("completed", None),
     }
-    assert (stats.total_completed, stats.total_failed, stats.errors) == (1, 3, [])
+    assert (stats.total_completed, stats.total_failed, stats.errors) == (1, 4, [])
+
+
+class _DyingWorker(Worker):
+    """A worker whose first thread to record a batch stops there on an unexpected error (as a
+    bug in the worker would), holding finished and unstarted jobs."""
+
+    died = False
+
+    def _record_batch(self, conn: Any, batch: Any, worker_id: str, release_waiting: bool) -> None:
+        if not self.died and not worker_id.endswith("housekeeper"):
+            self.died = True
+            raise RuntimeError("injected bug")
+        super()._record_batch(conn, batch, worker_id, release_waiting)
 
 
 def test_a_thread_that_dies_hands_its_jobs_over_and_run_says_so(
     dsn: str, conn: psycopg.Connection[Any], queue: Queue
 ) -> None:
-    # The first completion raises inside the database (an error that is not a lost connection):
-    # the thread holding those finished jobs stops, and nothing may be lost or run twice.
-    conn.execute(
-        sql.compose(
-            """
-            CREATE SEQUENCE {schema}.trips;
-            CREATE FUNCTION {schema}.trip() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                IF NEW.status = 'completed' THEN
-                    IF nextval(TG_TABLE_SCHEMA || '.trips') = 1 THEN
-                        RAISE EXCEPTION 'injected failure';
-                    END IF;
-                END IF;
-                RETURN NEW;
-            END $$;
-            CREATE TRIGGER trip BEFORE UPDATE ON {schema}.jobs FOR EACH ROW EXECUTE FUNCTION {schema}.trip();
-            """,
-            queue.schema,
-        )
-    )
-    ids = queue.enqueue_many(conn, [("t", {})] * 10)
+    ids = queue.enqueue_many(conn, [("t", {"fail": n == 0}) for n in range(10)])
     runs: list[int] = []
-    worker = Worker(queue, {"t": lambda job: runs.append(job.id)}, dsn=dsn, threads=2, batch_size=5)
-    with pytest.raises(WorkerError, match=r"stopped: RaiseException: injected failure"):
+
+    def handler(job: Job) -> None:
+        runs.append(job.id)
+        if job.payload["fail"] and job.attempts == 1:
+            raise ValueError("first attempt fails")
+
+    worker = _DyingWorker(queue, {"t": handler}, dsn=dsn, threads=2, batch_size=5, retry_delay=0.01)
+    with pytest.raises(WorkerError, match=r"-\d stopped: RuntimeError: injected bug"):
         _run_in_thread(worker, 30)
-    assert sorted(runs) == ids, f"runs: {sorted(runs)}"
-    assert _statuses(conn, queue) == {i: ("completed", 1) for i in ids}
-    assert worker.stats.total_completed == 10
+    # The dead thread held a failure; the housekeeper recorded it (and its batch-mates'
+    # outcomes, or released them): every job ran once, the failed one once more.
+    assert Counter(runs) == {i: 2 if i == ids[0] else 1 for i in ids}, f"runs: {sorted(runs)}"
+    assert _statuses(conn, queue) == {i: ("completed", 2 if i == ids[0] else 1) for i in ids}
+
+
+def test_a_write_the_database_refuses_blocks_nothing_else(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    # A trigger refuses to let one job be completed (an error that is not a lost connection).
+    ids = queue.enqueue_many(conn, [("t", {"n": n}) for n in range(6)] + [("long", {})])
+    poison = ids[2]
+    trigger = """
+        CREATE FUNCTION {schema}.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.status = 'completed' AND NEW.id = POISON THEN
+                RAISE EXCEPTION 'refused by a trigger';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse BEFORE UPDATE ON {schema}.jobs
+            FOR EACH ROW EXECUTE FUNCTION {schema}.refuse();
+        """
+    conn.execute(sql.compose(trigger.replace("POISON", str(poison)), queue.schema))
+    runs: Counter[int] = Counter()
+
+    def handler(job: Job) -> None:
+        runs[job.id] += 1
+
+    def long_job(job: Job) -> None:
+        runs[job.id] += 1
+        time.sleep(2.0)  # needs the heartbeat: four times the lease
+
+    handlers = {"t": handler, "long": long_job}
+    worker = Worker(queue, handlers, dsn=dsn, threads=2, batch_size=6, lease=0.5, name="w")
+    worker.start()
+    try:
+        _wait_for(lambda: _statuses(conn, queue)[ids[-1]][0] == "completed", 20, "the long job")
+    finally:
+        worker.stop(timeout=10)
+    statuses = _statuses(conn, queue)
+    others = [i for i in ids if i != poison]
+    assert {i: statuses[i] for i in others} == {i: ("completed", 1) for i in others}
+    assert all(runs[i] == 1 for i in others), f"runs: {dict(runs)}"
+    assert any(f"refused to record job {poison}" in e for e in worker.stats.errors), worker.stats.errors
+
+
+def test_start_refuses_while_the_previous_run_is_still_stopping(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    release = threading.Event()
+    queue.enqueue(conn, "t")
+    worker = Worker(queue, {"t": lambda job: release.wait(10)}, dsn=dsn)
+    worker.start()
+    try:
+        _wait_for(lambda: queue.status_counts(conn)[1] == ("running", 1), 10, "the job to start")
+        worker.stop(timeout=0.1)  # returns at once; the thread is still in its handler
+        with pytest.raises(WorkerError, match="still running or stopping: call join"):
+            worker.start()
+    finally:
+        release.set()
+        worker.join(10)
+    worker.start()  # once stopped, it may start again
+    worker.stop(timeout=10)
+    assert queue.status_counts(conn)[2] == ("completed", 1)
 
 
 def test_lease_too_long_is_refused() -> None:
@@ -529,9 +599,9 @@ def test_the_heartbeat_keeps_a_job_longer_than_its_lease(
 
     def long_job(job: Job) -> None:
         runs[job.id] += 1
-        time.sleep(1.5)  # five times the lease: only the heartbeat keeps it
+        time.sleep(3.0)  # three times the lease: only the heartbeat keeps it
 
-    stats = _run_in_thread(Worker(queue, {"t": long_job}, dsn=dsn, threads=3, lease=0.3), 30)
+    stats = _run_in_thread(Worker(queue, {"t": long_job}, dsn=dsn, threads=3, lease=1.0), 30)
     assert dict(runs) == {i: 1 for i in ids} and stats.rescued == 0
     assert _statuses(conn, queue) == {i: ("completed", 1) for i in ids}
 
@@ -572,3 +642,116 @@ def test_a_thread_unsure_of_its_lease_asks_before_starting_a_job(
         worker.stop(timeout=10)
     assert runs == [("W", first), ("B", first), ("B", second)], f"runs: {runs}"
     assert worker.stats.lost == 2  # its completion of the first, and the second it never started
+
+
+# -- a connection that stalls in the middle of a write ---------------------------------------
+
+
+class _StallingProxy:
+    """A TCP proxy to PostgreSQL that freezes the first connection sending ``pattern``.
+
+    That connection's bytes are held (not forwarded, not refused) for ``seconds`` (``None``:
+    until :meth:`close`), as when one NAT entry or firewall state expires: the client waits
+    for an answer that does not come, while its other connections work. Loopback only.
+    """
+
+    def __init__(self, dsn: str, pattern: bytes, seconds: float | None) -> None:
+        params = conninfo_to_dict(dsn)
+        host, port = str(params.get("host") or "/tmp"), str(params.get("port") or "5432")
+        self.upstream: Any = (
+            (socket.AF_UNIX, f"{host}/.s.PGSQL.{port}")
+            if host.startswith("/")
+            else (socket.AF_INET, (host, int(port)))
+        )
+        self.pattern, self.seconds = pattern, seconds
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.dsn = make_conninfo(dsn, host="127.0.0.1", port=str(self.server.getsockname()[1]))
+        self.stalled = threading.Event()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.closed = True
+        self.server.close()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            up = socket.socket(self.upstream[0], socket.SOCK_STREAM)
+            up.connect(self.upstream[1])
+            threading.Thread(target=self._pump, args=(client, up), daemon=True).start()
+
+    def _pump(self, client: socket.socket, up: socket.socket) -> None:
+        try:
+            while not self.closed:
+                readable, _, _ = select.select([client, up], [], [], 0.2)
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    if sock is client and self.pattern in data and not self.stalled.is_set():
+                        self.stalled.set()
+                        until = None if self.seconds is None else time.monotonic() + self.seconds
+                        while not self.closed and (until is None or time.monotonic() < until):
+                            time.sleep(0.05)
+                    (up if sock is client else client).sendall(data)
+        except OSError:
+            return
+        finally:
+            client.close()
+            up.close()
+
+
+def _ledger_handler(conn_dsn: str, schema: str, who: str, fail_first: set[int]) -> Any:
+    record = sql.compose("INSERT INTO {schema}.ledger VALUES (%s, %s, %s)", schema)
+
+    def handler(job: Job) -> None:
+        with db.connect(conn_dsn) as own:
+            own.execute(record, [job.id, who, job.attempts])
+        if job.id in fail_first and job.attempts == 1:
+            raise ValueError("first attempt fails")
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("stalled", "pattern", "seconds"),
+    [("completion", b"SET status = 'completed'", 4.0), ("failure", b"'attempt', attempts", None)],
+    ids=["completion", "failure"],
+)
+def test_a_write_stalled_on_its_connection_loses_and_repeats_nothing(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue, stalled: str, pattern: bytes, seconds: float | None
+) -> None:
+    """A's thread hangs in a write (4 s, or for good); A's housekeeper keeps the leases alive,
+    then takes the batch over on its own connection. B stands by to run anything released or
+    rescued: nothing that ran may run again, nothing may stay running."""
+    conn.execute(
+        sql.compose("CREATE TABLE {schema}.ledger (job_id bigint, worker text, attempt int)", queue.schema)
+    )
+    ids = queue.enqueue_many(conn, [("t", {})] * 4)
+    fail_first = {ids[0]} if stalled == "failure" else set()
+    proxy = _StallingProxy(dsn, pattern, seconds)
+    a = Worker(queue, {"t": _ledger_handler(dsn, queue.schema, "A", fail_first)}, dsn=proxy.dsn,
+               batch_size=4, lease=1.0, retry_delay=0.05, poll_interval=0.2, name="A")  # fmt: skip
+    b = Worker(queue, {"t": _ledger_handler(dsn, queue.schema, "B", fail_first)}, dsn=dsn,
+               lease=1.0, poll_interval=0.2, name="B")  # fmt: skip
+    a.start()
+    try:
+        assert proxy.stalled.wait(10), "the write never happened"
+        b.start()
+        _wait_for(lambda: queue.status_counts(conn)[2] == ("completed", 4), 30, "every job completed")
+        time.sleep(1.5)  # a rerun, if any, would start now
+    finally:
+        b.stop(timeout=10)
+        a.stop(timeout=1)
+        proxy.close()
+        a.join(10)
+    runs = Counter(
+        job_id for (job_id,) in conn.execute(sql.compose("SELECT job_id FROM {schema}.ledger", queue.schema))
+    )
+    expected = {i: 2 if i in fail_first else 1 for i in ids}
+    assert dict(runs) == expected, f"runs per job: {dict(runs)}"
+    assert queue.status_counts(conn) == [("pending", 0), ("running", 0), ("completed", 4), ("failed", 0)]
