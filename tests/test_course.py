@@ -49,6 +49,10 @@ def test_the_course_is_every_notebook_and_the_worker_script() -> None:
     assert course.source_dir() == NOTEBOOKS  # an editable install copies the checkout's folder
     expected = {p.name for p in NOTEBOOKS.glob("*.ipynb")} | {"07_worker_process.py"}
     assert course.course_files() == sorted(expected)
+    # Every file in the folder travels: another kind needs a pattern (course.COURSE_PATTERNS)
+    # and package data (pyproject.toml), or the installed course would miss it.
+    in_folder = {p.name for p in NOTEBOOKS.iterdir() if p.is_file() and not p.name.startswith(".")}
+    assert in_folder == set(course.course_files())
 
 
 def test_course_copies_everything_and_prints_the_next_command(
