@@ -151,9 +151,16 @@ def main(args: argparse.Namespace, pytest_extra: Sequence[str] = (), out: TextIO
         raise CourseError(f"--cell-timeout must be positive, not {args.cell_timeout:g}")
     import pytest
 
+    extra = list(pytest_extra)
+    if (
+        not sys.stdout.isatty()
+        and "PY_COLORS" not in os.environ
+        and not any(a.startswith("--color") for a in extra)
+    ):
+        extra.insert(0, "--color=no")  # else nbval colours its reports even in a CI log file
     print(f"pgqueue-lab check: {len(nbs)} notebook(s) under strict nbval", file=out, flush=True)
     status = int(
-        pytest.main(pytest_args(nbs, cell_timeout=args.cell_timeout, sanitizer=sanitizer, extra=pytest_extra))
+        pytest.main(pytest_args(nbs, cell_timeout=args.cell_timeout, sanitizer=sanitizer, extra=extra))
     )
     if status == 0:
         print(f"pgqueue-lab check: all {len(nbs)} notebook(s) match their stored outputs", file=out)
