@@ -34,7 +34,7 @@ mutate:             ## mutation run: each named way of breaking the queue must f
 	$(PY) scripts/mutate.py
 
 lint:               ## ruff lint + format check (notebooks included), workflow files
-	ruff check . && ruff format --check . && actionlint
+	ruff check . && ruff format --check . && actionlint .github/workflows/*.yml
 
 format:             ## apply ruff's fixes and formatting
 	ruff check --fix . && ruff format .

@@ -75,7 +75,7 @@ def test_ci_runs_the_readme_test_command_on_both_paths() -> None:
     assert "env -u PGQUEUE_LAB_DSN pytest" in ci
     assert "PGQUEUE_LAB_DSN=postgresql://postgres@127.0.0.1:5432/test pytest" in ci
     assert "bash .ci/multi-user" in ci  # a second Unix user's demo and notebook (issue 14)
-    assert "\nactionlint\n" in ci  # the workflow files (issue 15)
+    assert "\nactionlint .github/workflows/*.yml\n" in ci  # the workflow files (issue 15)
     assert "pytest -m wheel tests/test_package.py" in ci  # the package-index path (issue 15)
 
 
