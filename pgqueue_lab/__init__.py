@@ -40,7 +40,7 @@ __all__ = [
     "connect",
     "get_dsn",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # A library adds no handler but this one: the application decides where its log records go.
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())

@@ -5,6 +5,12 @@
 ``pgqueue-lab db status``       where the database comes from and whether it answers
 ``pgqueue-lab db stop``         stop the embedded server
 ``pgqueue-lab bench``           measure the queue against raw-SQL baselines (``--help``)
+``pgqueue-lab course [DIR]``    copy the course (notebooks) into DIR, keeping your changes
+``pgqueue-lab lab [DIR]``       the same, then open JupyterLab on it
+``pgqueue-lab check [PATH...]`` run notebooks under strict nbval, as the tests do (for CI)
+``pgqueue-lab --version``       the version
+
+``lab`` and ``check`` pass what follows ``--`` on to JupyterLab and pytest.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import bench, db
+from . import __version__, bench, check, course, db
 from .demo import run_demo
 from .errors import QueueError
 
@@ -52,23 +58,52 @@ def build_parser() -> argparse.ArgumentParser:
         description="Learn to build a job queue on PostgreSQL. "
         f"Uses ${db.DSN_ENV} if set, otherwise an embedded PostgreSQL that starts by itself.",
     )
+    parser.add_argument("--version", action="version", version=f"pgqueue-lab {__version__}")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("demo", help="run the seed walk-through: enqueue, process, final status")
     db_parser = sub.add_parser("db", help="the database: url, status, stop")
     db_parser.add_argument("action", choices=["url", "status", "stop"])
     bench.add_arguments(sub.add_parser("bench", help="measure the queue against raw-SQL baselines"))
+    course.add_arguments(sub.add_parser("course", help="copy the course into a folder, keeping your changes"))
+    course.add_arguments(
+        sub.add_parser(
+            "lab",
+            help="copy the course, then open JupyterLab on it",
+            epilog="Arguments after -- go to JupyterLab, e.g. pgqueue-lab lab -- --no-browser",
+        )
+    )
+    check.add_arguments(
+        sub.add_parser(
+            "check",
+            help="run notebooks under strict nbval, as the tests do (exit 1 if a cell differs)",
+            epilog="Arguments after -- go to pytest, e.g. pgqueue-lab check DIR -- -x",
+        )
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status. Errors print one line to stderr, no traceback."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passed_on: list[str] = []  # after "--": for JupyterLab (lab) or pytest (check)
+    if "--" in argv:
+        argv, passed_on = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if passed_on and args.command not in ("lab", "check"):
+        parser.error(f"only lab and check take arguments after --, not {args.command or 'demo'}")
     try:
         if args.command in (None, "demo"):
             run_demo()
             return 0
         if args.command == "bench":
             return bench.main(args)
+        if args.command == "course":
+            return course.main(args)
+        if args.command == "lab":
+            return course.lab_main(args, passed_on)
+        if args.command == "check":
+            return check.main(args, passed_on)
         if args.action == "url":
             print(db.mask_dsn(db.get_dsn()))
             return 0

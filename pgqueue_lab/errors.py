@@ -47,3 +47,11 @@ class WorkerError(QueueError):
     :meth:`pgqueue_lab.Worker.run` raises it once every thread has stopped; the jobs the thread
     held were recorded or released first (or return to ``pending`` when their lease expires).
     """
+
+
+class CourseError(QueueError):
+    """A folder or notebook given to ``pgqueue-lab course``, ``lab`` or ``check`` cannot be used
+    (missing, not a notebook, not writable), or a tool these commands need is not installed.
+
+    The message names the path or the missing package and what to do.
+    """
