@@ -97,20 +97,22 @@ def _atomic(conn: Connection) -> AbstractContextManager[Any]:
     return conn.transaction()
 
 
-def _claimed(jobs: Job | Iterable[Job], what: str) -> tuple[list[int], list[UUID]]:
-    """Ids and claim tokens of claimed jobs, sorted by id (so concurrent writers lock rows in one
-    order). Refuses anything that is not a :class:`Job` from :meth:`Queue.claim`."""
+def _by_claim(jobs: Job | Iterable[Job], what: str) -> dict[UUID, list[int]]:
+    """Group claimed jobs by claim token: ``{token: [ids sorted]}``, one entry per claim (sorted
+    ids: concurrent writers lock rows in one order). Refuses anything that is not a
+    :class:`Job` from :meth:`Queue.claim`."""
     items: list[Any] = (
         list(jobs) if isinstance(jobs, Iterable) and not isinstance(jobs, (Job, str, bytes)) else [jobs]
     )
+    groups: dict[UUID, list[int]] = {}
     for item in items:
         if not isinstance(item, Job) or item.token is None:
             raise InvalidInputError(
                 f"{what}() takes the Job objects that claim() returned (their claim token proves "
                 f"this run still holds them), got {type(item).__name__}: {item!r}"
             )
-    items.sort(key=lambda job: job.id)
-    return [job.id for job in items], [job.token for job in items if job.token is not None]
+        groups.setdefault(item.token, []).append(item.id)
+    return {token: sorted(ids) for token, ids in groups.items()}
 
 
 def _plain(job: NewJob) -> bool:
@@ -292,12 +294,11 @@ class Queue:
 
         :param jobs: the :class:`Job` objects :meth:`claim` returned.
         """
-        ids, tokens = _claimed(jobs, "complete")
-        if not ids:
-            return 0
-        with self._tx(conn):
-            rows = conn.execute(self._q(sql.COMPLETE), {"ids": ids, "tokens": tokens}).fetchall()
-        return len(rows)
+        done = 0
+        for token, ids in _by_claim(jobs, "complete").items():  # one statement per claim
+            with self._tx(conn):
+                done += len(conn.execute(self._q(sql.COMPLETE), {"ids": ids, "token": token}).fetchall())
+        return done
 
     def fail(
         self,
@@ -320,7 +321,7 @@ class Queue:
         :param error: the error text; a NUL character or a lone surrogate is escaped, and text
             longer than 4000 characters is shortened, so recording it cannot fail.
         """
-        (job_id,), (token,) = _claimed(job, "fail")
+        ((token, (job_id,)),) = _by_claim(job, "fail").items()
         params = {
             "id": job_id,
             "token": token,
@@ -340,12 +341,12 @@ class Queue:
         The attempt is not counted and the jobs are announced. Returns the ids released; a job
         no longer held under this claim is skipped.
         """
-        ids, tokens = _claimed(jobs, "release")
-        if not ids:
-            return []
-        params = {"ids": ids, "tokens": tokens, "channel": self.channel}
-        with self._tx(conn):
-            return [int(r[0]) for r in conn.execute(self._q(sql.RELEASE), params).fetchall()]
+        released: list[int] = []
+        for token, ids in _by_claim(jobs, "release").items():
+            params = {"ids": ids, "token": token, "channel": self.channel}
+            with self._tx(conn):
+                released += [int(r[0]) for r in conn.execute(self._q(sql.RELEASE), params).fetchall()]
+        return sorted(released)
 
     # -- crashes, dead letters -------------------------------------------------------------
 
@@ -355,12 +356,13 @@ class Queue:
         Returns the ids still held; a missing id was rescued from this run (its lease expired),
         so it must not be started, and its result will not be recorded.
         """
-        ids, tokens = _claimed(jobs, "heartbeat")
-        if not ids:
-            return []
-        params = {"ids": ids, "tokens": tokens, "lease": validate.seconds(lease, "lease")}
-        with self._tx(conn):
-            return [int(r[0]) for r in conn.execute(self._q(sql.HEARTBEAT), params).fetchall()]
+        lease = validate.seconds(lease, "lease")
+        held: list[int] = []
+        for token, ids in _by_claim(jobs, "heartbeat").items():
+            params = {"ids": ids, "token": token, "lease": lease}
+            with self._tx(conn):
+                held += [int(r[0]) for r in conn.execute(self._q(sql.HEARTBEAT), params).fetchall()]
+        return sorted(held)
 
     def rescue(self, conn: Connection) -> list[tuple[int, str]]:
         """Return jobs whose lease expired to ``pending`` (or ``failed`` if out of attempts).

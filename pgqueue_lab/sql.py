@@ -111,15 +111,13 @@ SELECT id, queue, type, payload, attempts, max_attempts
 FROM claimed
 ORDER BY priority DESC, run_at, id"""
 
-#: Mark running jobs completed (a whole batch in one statement). Fenced: a job is changed only
-#: while it is still ``running`` under the claim token this run was given. The ids and their
-#: tokens travel as two arrays, paired up row by row by ``unnest``.
+#: Mark running jobs of one claim completed (a whole batch in one statement). Fenced: a job is
+#: changed only while it is still ``running`` under the claim token this run was given.
 COMPLETE = """\
-UPDATE {schema}.jobs AS j
+UPDATE {schema}.jobs
 SET status = 'completed', finished_at = now(), locked_until = NULL
-FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS mine(id, token)
-WHERE j.id = mine.id AND j.status = 'running' AND j.claim_token = mine.token
-RETURNING j.id"""
+WHERE id = ANY(%(ids)s) AND status = 'running' AND claim_token = %(token)s
+RETURNING id"""
 
 #: Record a failure (fenced by the claim token, like COMPLETE). With attempts left the job goes
 #: back to ``pending`` after an exponential backoff computed on the database clock:
@@ -156,12 +154,11 @@ SELECT status FROM failed, (SELECT count(*) FROM announced) AS sent"""
 #: worker running it now.
 RELEASE = """\
 WITH released AS (
-    UPDATE {schema}.jobs AS j
-    SET status = 'pending', attempts = j.attempts - 1, worker_id = NULL, claim_token = NULL,
+    UPDATE {schema}.jobs
+    SET status = 'pending', attempts = attempts - 1, worker_id = NULL, claim_token = NULL,
         started_at = NULL, locked_until = NULL
-    FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS mine(id, token)
-    WHERE j.id = mine.id AND j.status = 'running' AND j.claim_token = mine.token
-    RETURNING j.id, j.queue
+    WHERE id = ANY(%(ids)s) AND status = 'running' AND claim_token = %(token)s
+    RETURNING id, queue
 ), announced AS (
     SELECT pg_notify(%(channel)s, queue) FROM (SELECT DISTINCT queue FROM released) AS q
 )
@@ -170,11 +167,10 @@ SELECT id FROM released, (SELECT count(*) FROM announced) AS sent ORDER BY id"""
 #: A live worker extends the lease of the jobs it holds (its heartbeat). Returns the ids still
 #: held: a missing one was rescued from this run (its lease lapsed), and must not be started.
 HEARTBEAT = """\
-UPDATE {schema}.jobs AS j
+UPDATE {schema}.jobs
 SET locked_until = now() + make_interval(secs => %(lease)s)
-FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS mine(id, token)
-WHERE j.id = mine.id AND j.status = 'running' AND j.claim_token = mine.token
-RETURNING j.id"""
+WHERE id = ANY(%(ids)s) AND status = 'running' AND claim_token = %(token)s
+RETURNING id"""
 
 #: Rescue jobs whose lease expired: their worker crashed, hung or lost its connection.
 #: The lost run counts as an attempt: with attempts left the job is pending again at once (and
