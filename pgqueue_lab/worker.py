@@ -35,22 +35,21 @@ import os
 import secrets
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import psycopg
 
 from . import db, validate
 from .errors import DatabaseUnavailableError, InvalidInputError, PermanentJobError, WorkerError
+from .holdings import CONNECTION_ERRORS, Batch, Holdings, WorkerStats, describe
 from .queue import Connection, Job, Queue
+
+__all__ = ["Handler", "Worker", "WorkerStats"]
 
 Handler = Callable[[Job], Any]
 
 _log = logging.getLogger(__name__)
-_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnavailableError)
 #: libpq settings for the worker's long-lived connections (ignored on Unix sockets).
 _TCP_OPTIONS: dict[str, Any] = {
     "keepalives": 1,
@@ -59,63 +58,6 @@ _TCP_OPTIONS: dict[str, Any] = {
     "keepalives_count": 3,
     "tcp_user_timeout": 30_000,
 }
-
-
-@dataclass
-class WorkerStats:
-    """What a worker did, as the database recorded it.
-
-    ``completed`` and ``failed`` count, per thread, the completions and failed attempts the
-    database accepted (a job retried three times and then completed counts three failures and
-    one completion). ``lost`` counts outcomes the database refused because the job had been
-    rescued from this worker (its lease lapsed). ``errors`` lists the threads that stopped on
-    an unexpected error.
-    """
-
-    completed: Counter[str] = field(default_factory=Counter)
-    failed: Counter[str] = field(default_factory=Counter)
-    timed_out: int = 0
-    rescued: int = 0
-    reconnects: int = 0
-    lost: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def total_completed(self) -> int:
-        return sum(self.completed.values())
-
-    @property
-    def total_failed(self) -> int:
-        return sum(self.failed.values())
-
-
-@dataclass
-class _Batch:
-    """The jobs one worker thread holds, by stage. Changed only under ``Worker._lock``.
-
-    A job stays in its list until the database has recorded its outcome, so the heartbeat
-    keeps renewing its lease meanwhile; ``writing`` marks the ones whose write is in flight.
-    """
-
-    waiting: list[Job] = field(default_factory=list)  # claimed, not started
-    current: Job | None = None  # its handler is running
-    deadline: float | None = None  # monotonic time the current handler's timeout ends
-    done: list[Job] = field(default_factory=list)  # succeeded, not yet recorded
-    failures: list[tuple[Job, str, bool]] = field(default_factory=list)  # (job, error, retry)
-    writing: set[int] = field(default_factory=set)  # ids whose outcome is being written
-    write_started: float | None = None  # monotonic time the write in flight began
-    lease_until: float = 0.0  # monotonic time until which every lease is known to be valid
-    abandoned: bool = False  # the housekeeper took the batch over (timeout, stall, dead thread)
-
-    def held(self) -> list[Job]:
-        jobs = [*self.waiting, *self.done, *(job for job, _, _ in self.failures)]
-        return jobs if self.current is None else [self.current, *jobs]
-
-    def drop(self, ids: set[int]) -> None:
-        """Remove these jobs from every list (recorded, or no longer ours)."""
-        self.waiting = [job for job in self.waiting if job.id not in ids]
-        self.done = [job for job in self.done if job.id not in ids]
-        self.failures = [f for f in self.failures if f[0].id not in ids]
 
 
 class Worker:
@@ -191,9 +133,17 @@ class Worker:
         self._workers_done = threading.Event()
         self._wake = threading.Condition()
         self._generation = 0
-        self._lock = threading.Lock()
-        self._batches: dict[str, _Batch] = {}
-        self._orphans = _Batch()  # batches the housekeeper took over, until recorded
+        self._holdings = Holdings(
+            queue,
+            self.stats,
+            lease=self.lease,
+            retry_delay=self.retry_delay,
+            max_delay=self.max_delay,
+            wake=self._notify_all,
+            timeout_for=self._timeout_for,
+        )
+        self._lock = self._holdings.lock  # one lock for the batches and the stats
+        self._batches = self._holdings.batches  # worker id -> the batch its thread holds
         self._running = 0
         self._workers: list[threading.Thread] = []
         self._helpers: list[threading.Thread] = []
@@ -240,7 +190,8 @@ class Worker:
         self._stop.clear()
         self._workers_done.clear()
         self.stats.errors.clear()
-        self._batches = {f"{self.name}-{i}": _Batch() for i in range(1, self.threads + 1)}
+        self._batches.clear()
+        self._batches.update({f"{self.name}-{i}": Batch() for i in range(1, self.threads + 1)})
         self._running = self.threads
         self._workers = [
             threading.Thread(target=self._loop, args=(worker_id, until_empty), name=worker_id)
@@ -329,7 +280,7 @@ class Worker:
                     if jobs:
                         blocked = False
                         with self._lock:
-                            self._batches[worker_id] = _Batch(
+                            self._batches[worker_id] = Batch(
                                 waiting=jobs, lease_until=claimed_at + self.lease
                             )
                         self._run_batch(conn, worker_id)
@@ -339,7 +290,7 @@ class Worker:
                         break
                     else:
                         blocked = self._idle(conn, generation, blocked)
-                except _CONNECTION_ERRORS as exc:
+                except CONNECTION_ERRORS as exc:
                     # Keep the batch: its outcomes are recorded after the reconnect, and the
                     # housekeeper keeps its leases alive meanwhile.
                     _log.warning("%s lost its connection (%s); reconnecting in %.1fs", worker_id, exc, pause)
@@ -354,10 +305,10 @@ class Worker:
                 try:
                     conn = conn if conn is not None and not conn.closed else self._connect()
                     self._record(conn, worker_id, release_waiting=True)
-                except _CONNECTION_ERRORS:
+                except CONNECTION_ERRORS:
                     with self._lock:  # the housekeeper tries again
-                        self._adopt(self._batches[worker_id], "WorkerError: stopped")
-                        self._batches[worker_id] = _Batch()
+                        self._holdings.adopt(self._batches[worker_id], "WorkerError: stopped")
+                        self._batches[worker_id] = Batch()
         except BaseException as exc:  # noqa: BLE001 - a thread must not die holding jobs
             self._orphan(worker_id, exc)
         finally:
@@ -370,25 +321,9 @@ class Worker:
 
     def _orphan(self, worker_id: str, exc: BaseException) -> None:
         """A thread stops on an unexpected error: hand its jobs to the housekeeper, say so."""
-        message = f"{worker_id} stopped: {_describe(exc)}"
+        message = f"{worker_id} stopped: {describe(exc)}"
         _log.error("%s; the housekeeper records or releases its jobs", message, exc_info=exc)
-        with self._lock:
-            batch = self._batches[worker_id]
-            batch.abandoned = True
-            self._adopt(batch, f"WorkerError: {message}")
-            self._batches[worker_id] = _Batch()
-            self.stats.errors.append(message)
-
-    def _adopt(self, batch: _Batch, current_error: str) -> None:
-        """Move a batch's jobs to the housekeeper's orphans (call under ``self._lock``). A job
-        whose handler was running is failed with ``current_error``: it did (start to) run."""
-        orphans = self._orphans
-        orphans.waiting += batch.waiting
-        orphans.done += batch.done
-        orphans.failures += batch.failures
-        if batch.current is not None:
-            orphans.failures.append((batch.current, current_error, True))
-            batch.current = batch.deadline = None
+        self._holdings.orphan(worker_id, message)
 
     def _timeout_for(self, job: Job) -> float | None:
         return self.timeouts.get(job.type, self.job_timeout)
@@ -413,7 +348,7 @@ class Worker:
                     with self._lock:
                         batch.write_started = None
                 with self._lock:
-                    self._forget(batch, held)
+                    self._holdings.forget(batch, held)
                     batch.lease_until = asked_at + self.lease
                 continue
             with self._lock:
@@ -434,122 +369,12 @@ class Worker:
                 self._record_batch(conn, batch, worker_id, release_waiting=False)
         self._record_batch(conn, batch, worker_id, release_waiting=True)
 
-    def _forget(self, batch: _Batch, held: set[int]) -> None:
-        """Drop from ``batch`` the jobs a heartbeat did not return (call under ``self._lock``).
-
-        They were rescued from this worker: never start them, never record them. The job whose
-        handler runs now and jobs whose write is in flight are left alone (the database refuses
-        their write anyway if they are lost).
-        """
-        keep = held | batch.writing | ({batch.current.id} if batch.current else set())
-        lost = {job.id for job in batch.held()} - keep
-        if lost:
-            _log.warning("jobs %s were rescued from this worker (lease expired); skipping them", sorted(lost))
-            batch.drop(lost)
-            self.stats.lost += len(lost)
-
     def _record(self, conn: Connection, worker_id: str, *, release_waiting: bool = False) -> None:
-        """Write the outcomes of this thread's batch (see :meth:`_record_batch`)."""
+        """Write the outcomes of this thread's batch (see :meth:`Holdings.record`)."""
         self._record_batch(conn, self._batches[worker_id], worker_id, release_waiting)
 
-    def _record_batch(self, conn: Connection, batch: _Batch, worker_id: str, release_waiting: bool) -> None:
-        """Write a batch's outcomes: completions first, then failures, then (if asked) release
-        the jobs never started.
-
-        A job leaves the batch only once its write has returned, so a lost connection loses
-        nothing (the thread reconnects and calls this again) and the heartbeat keeps the lease
-        alive meanwhile. A write the database *refuses* (a trigger, a constraint) is retried job
-        by job, so one bad row cannot block the others; a job still refused is logged, counted
-        in ``stats.errors`` and left to its lease (it is rescued and runs again).
-        """
-        with self._lock:
-            done = list(batch.done)
-        if done:
-            counts = self._write(batch, done, lambda jobs: self.queue.complete(conn, jobs))
-            if counts is not None:
-                self._count(worker_id, "completed", *counts)
-        while True:
-            with self._lock:
-                if batch.abandoned or not batch.failures:
-                    break
-                job, error, retry = batch.failures[0]
-            counts = self._write(batch, [job], partial(self._fail_jobs, conn, error, retry))
-            if counts is not None:
-                self._count(worker_id, "failed", *counts)
-                if counts[0]:
-                    self._notify_all()  # our own idle threads: the retry may be due before their poll
-        if release_waiting:
-            with self._lock:
-                waiting = [] if batch.abandoned else list(batch.waiting)
-            if waiting:
-                counts = self._write(batch, waiting, lambda jobs: len(self.queue.release(conn, jobs)))
-                if counts is not None:
-                    self._count(worker_id, "released", *counts)
-                    self._notify_all()
-
-    def _write(
-        self, batch: _Batch, jobs: list[Job], write: Callable[[list[Job]], int]
-    ) -> tuple[int, int, int] | None:
-        """Run one write for ``jobs`` of ``batch``; drop them from it once written.
-
-        Returns ``(accepted, refused as lost, refused by an error)``, or ``None`` if the
-        housekeeper took the batch over meanwhile (its own write counts). A connection error
-        propagates, with the jobs still in the batch.
-        """
-        ids = {job.id for job in jobs}
-        with self._lock:
-            batch.writing, batch.write_started = ids, time.monotonic()
-        try:
-            try:
-                accepted, errors = write(jobs), 0
-            except _CONNECTION_ERRORS:
-                raise
-            except psycopg.Error as exc:  # refused by the database: try each job alone
-                _log.warning("the database refused a write of %d jobs (%s); one by one now", len(jobs), exc)
-                accepted = errors = 0
-                for job in jobs:
-                    try:
-                        accepted += write([job])
-                    except _CONNECTION_ERRORS:
-                        raise
-                    except psycopg.Error as one:
-                        errors += 1
-                        self._refused(job, one)
-                    with self._lock:
-                        batch.drop({job.id})  # written (or refused for good): never again
-        except BaseException:
-            with self._lock:
-                batch.writing, batch.write_started = set(), None
-            raise  # a lost connection: the jobs stay in the batch, to be written after reconnecting
-        with self._lock:
-            batch.writing, batch.write_started = set(), None
-            if batch.abandoned:
-                return None
-            batch.drop(ids)
-        return accepted, len(jobs) - accepted - errors, errors
-
-    def _fail_jobs(self, conn: Connection, error: str, retry: bool, jobs: list[Job]) -> int:
-        return sum(
-            self.queue.fail(
-                conn, job, error, retry_delay=self.retry_delay, max_delay=self.max_delay, retry=retry
-            )
-            is not None
-            for job in jobs
-        )
-
-    def _refused(self, job: Job, exc: psycopg.Error) -> None:
-        message = f"the database refused to record job {job.id}: {_describe(exc)}"
-        _log.error("%s; it returns to pending when its lease expires", message)
-        with self._lock:
-            self.stats.errors.append(message)
-
-    def _count(self, worker_id: str, what: str, accepted: int, lost: int, errors: int) -> None:
-        with self._lock:
-            if what == "completed":
-                self.stats.completed[worker_id] += accepted
-            elif what == "failed":
-                self.stats.failed[worker_id] += accepted
-            self.stats.lost += lost
+    def _record_batch(self, conn: Connection, batch: Batch, worker_id: str, release_waiting: bool) -> None:
+        self._holdings.record(conn, batch, worker_id, release_waiting)
 
     def _call(self, job: Job) -> tuple[str | None, bool]:
         """Run the job's handler; return (error text or ``None`` on success, whether to retry).
@@ -563,11 +388,11 @@ class Worker:
         try:
             handler(job)
         except PermanentJobError as exc:
-            _log.warning("job %d (%s) failed permanently: %s", job.id, job.type, _describe(exc))
-            return _describe(exc), False
+            _log.warning("job %d (%s) failed permanently: %s", job.id, job.type, describe(exc))
+            return describe(exc), False
         except BaseException as exc:  # noqa: BLE001 - any handler error fails the job
             _log.warning("job %d (%s) failed on attempt %d", job.id, job.type, job.attempts, exc_info=exc)
-            return _describe(exc), True
+            return describe(exc), True
         return None, True
 
     # -- helper threads --------------------------------------------------------------------
@@ -585,17 +410,17 @@ class Worker:
                     if conn is None or conn.closed:
                         conn = self._connect()
                     step(conn)
-                except _CONNECTION_ERRORS as exc:
+                except CONNECTION_ERRORS as exc:
                     _log.warning("housekeeper lost its connection (%s)", exc)
                     if conn is not None:
                         conn.close()
                     conn = None
                 except Exception as exc:  # noqa: BLE001 - the housekeeper must outlive any error
-                    _log.error("housekeeper: %s", _describe(exc), exc_info=exc)
+                    _log.error("housekeeper: %s", describe(exc), exc_info=exc)
             if finished:
                 break
             self._workers_done.wait(beat)
-        left = self._orphans.held()
+        left = self._holdings.orphans.held()
         if left:
             _log.error(
                 "%d jobs could not be recorded or released; they return to pending when their "
@@ -614,48 +439,13 @@ class Worker:
             self._notify_all()
 
     def _record_orphans(self, conn: Connection) -> None:
-        self._record_batch(conn, self._orphans, f"{self.name}-housekeeper", True)
+        self._holdings.record_orphans(conn, f"{self.name}-housekeeper")
 
     def _take_over(self, conn: Connection) -> None:
-        """Take over the batch of a thread that cannot finish it soon: its handler overran its
-        timeout (the job is failed with a ``TimeoutError``), or a write of its outcomes has
-        hung for longer than a lease (a stalled connection). The finished jobs are recorded,
-        the unstarted ones released, on the housekeeper's connection; the thread is free for a
-        new batch when (if ever) its call returns, and its late result is ignored."""
-        now = time.monotonic()
-        with self._lock:
-            for worker_id, batch in self._batches.items():
-                if batch.abandoned:
-                    continue
-                job = batch.current
-                if job is not None and batch.deadline is not None and now > batch.deadline:
-                    limit = self._timeout_for(job)
-                    self._adopt(batch, f"TimeoutError: handler ran longer than {limit:g} s")
-                    self.stats.timed_out += 1
-                    _log.warning("job %d (%s) overran its %g s timeout", job.id, job.type, limit)
-                elif batch.write_started is not None and now - batch.write_started > self.lease:
-                    self._adopt(batch, "WorkerError: stopped")
-                    _log.warning(
-                        "%s: a write hung for more than %g s; taking its batch over", worker_id, self.lease
-                    )
-                else:
-                    continue
-                batch.abandoned = True
-                self._batches[worker_id] = _Batch()
+        self._holdings.take_over()
 
     def _beat(self, conn: Connection) -> None:
-        """Extend the leases of every job held; forget the ones rescued from us."""
-        with self._lock:
-            batches = [b for b in (*self._batches.values(), self._orphans) if b.held()]
-            jobs = [job for b in batches for job in b.held()]
-        if not jobs:
-            return
-        sent_at = time.monotonic()
-        held = set(self.queue.heartbeat(conn, jobs, self.lease))
-        with self._lock:
-            for batch in batches:
-                self._forget(batch, held)
-                batch.lease_until = max(batch.lease_until, sent_at + self.lease)
+        self._holdings.beat(conn)
 
     def _listener(self) -> None:
         """Wake idle threads when a NOTIFY arrives; reconnect quietly if the connection drops."""
@@ -670,12 +460,3 @@ class Worker:
             except (psycopg.Error, DatabaseUnavailableError) as exc:
                 _log.warning("listener lost its connection (%s); polling continues", exc)
                 self._stop.wait(1.0)
-
-
-def _describe(exc: BaseException) -> str:
-    """``"TypeName: message"``, even for an exception whose ``__str__`` itself raises."""
-    try:
-        text = str(exc)
-    except BaseException as inner:  # noqa: BLE001 - a handler's exception may be anything
-        text = f"<str() of the exception raised {type(inner).__name__}>"
-    return f"{type(exc).__name__}: {text}"

@@ -52,6 +52,10 @@ def _worker(name: str, old: str, new: str, *tests: str) -> Mutation:
     return Mutation(name, "pgqueue_lab/worker.py", old, new, tests)
 
 
+def _holdings(name: str, old: str, new: str, *tests: str) -> Mutation:
+    return Mutation(name, "pgqueue_lab/holdings.py", old, new, tests)
+
+
 MUTATIONS = [
     # -- claiming -----------------------------------------------------------------------------
     _sql("claim without the row lock", "CLAIM", "    FOR UPDATE SKIP LOCKED\n", "",
@@ -81,7 +85,7 @@ MUTATIONS = [
          f"{WC}::test_the_heartbeat_keeps_a_job_longer_than_its_lease"),
     _sql("release charges the attempt", "RELEASE", "attempts = attempts - 1", "attempts = attempts",
          f"{QUEUE_TESTS}::test_release_returns_jobs_without_counting_an_attempt"),
-    _worker("heartbeat disabled", "held = set(self.queue.heartbeat(conn, jobs, self.lease))",
+    _holdings("heartbeat disabled", "held = set(self.queue.heartbeat(conn, jobs, self.lease))",
             "held = {job.id for job in jobs}",
             f"{WC}::test_the_heartbeat_keeps_a_job_longer_than_its_lease"),
     _worker("no check before starting a job", "unsure = time.monotonic() + margin > batch.lease_until",
@@ -105,7 +109,8 @@ MUTATIONS = [
     _worker("idle sleep spins on a locked job", "locked = due == 0.0", "locked = False",
             f"{WC}::test_idle_sleep_ignores_a_locked_due_job"),
     # -- the worker's own failures -------------------------------------------------------------------
-    _worker("a timeout releases finished jobs", "orphans.done += batch.done", "orphans.waiting += batch.done",
+    _holdings("a timeout releases finished jobs", "orphans.done += batch.done",
+              "orphans.waiting += batch.done",
             f"{WC}::test_a_timeout_mid_batch_reruns_nothing_that_finished"),
     _worker("a reconnect forgets the batch", "                        self.stats.reconnects += 1\n",
             "                        self.stats.reconnects += 1\n"
@@ -116,23 +121,23 @@ MUTATIONS = [
     _worker("handlers may kill their thread", "except BaseException as exc:  # noqa: BLE001 - any handler",
             "except Exception as exc:  # noqa: BLE001 - any handler",
             f"{WC}::test_sys_exit_and_unstorable_error_text_fail_only_their_job"),
-    _worker("a dead thread strands its jobs", 'self._adopt(batch, f"WorkerError: {message}")', "pass",
+    _holdings("a dead thread strands its jobs", 'self.adopt(batch, f"WorkerError: {message}")', "pass",
             f"{WC}::test_a_thread_that_dies_hands_its_jobs_over_and_run_says_so"),
-    _worker("stats count refused failures", "            is not None\n            for job in jobs",
+    _holdings("stats count refused failures", "            is not None\n            for job in jobs",
             "            is not None or True\n            for job in jobs",
             f"{WC}::test_stats_count_what_the_database_recorded"),
-    _worker("a write in flight is not heartbeated",
+    _holdings("a write in flight is not heartbeated",
             "            batch.writing, batch.write_started = ids, time.monotonic()\n",
             "            batch.writing, batch.write_started = ids, time.monotonic()\n"
             "            batch.drop(ids)\n",
             f"{WC}::test_a_write_stalled_on_its_connection_loses_and_repeats_nothing[completion]"),
-    _worker("a hung write is never taken over",
+    _holdings("a hung write is never taken over",
             "elif batch.write_started is not None and now - batch.write_started > self.lease:",
             "elif False:", f"{WC}::test_a_write_stalled_on_its_connection_loses_and_repeats_nothing"),
-    _worker("a refused write stops the thread", "except psycopg.Error as exc:  # refused by the database",
+    _holdings("a refused write stops the thread", "except psycopg.Error as exc:  # refused by the database",
             "except ZeroDivisionError as exc:  # refused by the database",
             f"{WC}::test_a_write_the_database_refuses_blocks_nothing_else"),
-    _worker("an unprintable exception stops the thread",
+    _holdings("an unprintable exception stops the thread",
             "except BaseException as inner:  # noqa: BLE001 - a handler's exception may be anything",
             "except ZeroDivisionError as inner:  # noqa: BLE001 - a handler's exception may be anything",
             f"{WC}::test_sys_exit_and_unstorable_error_text_fail_only_their_job"),
