@@ -33,8 +33,17 @@ from .queue import Connection, Job, Queue
 _log = logging.getLogger("pgqueue_lab.worker")
 
 #: Errors after which a thread reconnects and tries again (the server restarted, the network
-#: dropped the connection, a statement was cancelled): nothing is lost, nothing is given up.
+#: dropped the connection): nothing is lost, nothing is given up.
 CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnavailableError)
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether the database answered ``exc`` to a statement that it will answer again if sent
+    again as it is: an error raised by the statement itself (a trigger, a constraint), or
+    ``statement_timeout`` cancelling it. Such a write is retried job by job, never in a loop."""
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return True
+    return isinstance(exc, psycopg.Error) and not isinstance(exc, CONNECTION_ERRORS)
 
 
 @dataclass
@@ -149,7 +158,9 @@ class Holdings:
         orphans.failures += batch.failures
         if batch.current is not None:
             orphans.failures.append((batch.current, current_error, True))
-            batch.current = batch.deadline = None
+        # Emptied, so that the thread's late call (a forget, a drop) finds nothing to touch.
+        batch.waiting, batch.done, batch.failures = [], [], []
+        batch.current = batch.deadline = None
 
     def orphan(self, worker_id: str, message: str) -> None:
         """A thread stops on an unexpected error: the housekeeper takes its jobs over."""
@@ -191,16 +202,35 @@ class Holdings:
     def beat(self, conn: Connection) -> None:
         """Extend the leases of every job held; forget the ones rescued from this worker."""
         with self.lock:
-            batches = [b for b in (*self.batches.values(), self.orphans) if b.held()]
-            jobs = [job for b in batches for job in b.held()]
-        if not jobs:
-            return
-        sent_at = time.monotonic()
-        held = set(self.queue.heartbeat(conn, jobs, self.lease))
-        with self.lock:
-            for batch in batches:
-                self.forget(batch, held)
+            held_now = [(b, b.held()) for b in (*self.batches.values(), self.orphans) if b.held()]
+        for batch, jobs in held_now:
+            sent_at = time.monotonic()
+            held = self.heartbeat(conn, jobs)
+            with self.lock:
+                if not batch.abandoned:
+                    self.forget(batch, held)
                 batch.lease_until = max(batch.lease_until, sent_at + self.lease)
+
+    def heartbeat(self, conn: Connection, jobs: list[Job]) -> set[int]:
+        """Extend the leases of ``jobs``; return the ids still held. A heartbeat the database
+        refuses is retried job by job; a job whose own heartbeat is refused counts as held (it
+        is not ours to give up: its lease runs out, and a rescue decides)."""
+        try:
+            return set(self.queue.heartbeat(conn, jobs, self.lease))
+        except psycopg.Error as exc:
+            if not refused(exc):
+                raise
+            _log.warning("the database refused a heartbeat of %d jobs (%s); one by one now", len(jobs), exc)
+        held: set[int] = set()
+        for job in jobs:
+            try:
+                held |= set(self.queue.heartbeat(conn, [job], self.lease))
+            except psycopg.Error as exc:
+                if not refused(exc):
+                    raise
+                _log.error("the database refused the heartbeat of job %d: %s", job.id, describe(exc))
+                held.add(job.id)
+        return held
 
     # -- recording outcomes ----------------------------------------------------------------------
 
@@ -261,17 +291,17 @@ class Holdings:
         try:
             try:
                 accepted, errors = write(jobs), 0
-            except CONNECTION_ERRORS:
-                raise
-            except psycopg.Error as exc:  # refused by the database: try each job alone
+            except psycopg.Error as exc:
+                if not refused(exc):
+                    raise
                 _log.warning("the database refused a write of %d jobs (%s); one by one now", len(jobs), exc)
                 accepted = errors = 0
                 for job in jobs:
                     try:
                         accepted += write([job])
-                    except CONNECTION_ERRORS:
-                        raise
                     except psycopg.Error as one:
+                        if not refused(one):
+                            raise
                         errors += 1
                         self._refused(job, one)
                     with self.lock:

@@ -149,11 +149,12 @@ class Queue:
         return sql.compose(statement, self.schema)
 
     @contextmanager
-    def _tx(self, conn: Connection) -> Iterator[None]:
-        """Run the block as one transaction (see :func:`_atomic`); a missing queue table becomes
-        one clear :class:`~pgqueue_lab.errors.QueueNotFoundError`."""
+    def _tx(self, conn: Connection, statements: int = 1) -> Iterator[None]:
+        """Run the block as one transaction (see :func:`_atomic`; a block of several statements
+        always gets a transaction of its own, so they apply together or not at all); a missing
+        queue table becomes one clear :class:`~pgqueue_lab.errors.QueueNotFoundError`."""
         try:
-            with _atomic(conn):
+            with _atomic(conn) if statements <= 1 else conn.transaction():
                 yield
         except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
             if self.schema not in str(exc):
@@ -294,9 +295,9 @@ class Queue:
 
         :param jobs: the :class:`Job` objects :meth:`claim` returned.
         """
-        done = 0
-        for token, ids in _by_claim(jobs, "complete").items():  # one statement per claim
-            with self._tx(conn):
+        groups, done = _by_claim(jobs, "complete"), 0
+        with self._tx(conn, statements=len(groups)):  # one statement per claim, all or none
+            for token, ids in groups.items():
                 done += len(conn.execute(self._q(sql.COMPLETE), {"ids": ids, "token": token}).fetchall())
         return done
 
@@ -341,10 +342,10 @@ class Queue:
         The attempt is not counted and the jobs are announced. Returns the ids released; a job
         no longer held under this claim is skipped.
         """
-        released: list[int] = []
-        for token, ids in _by_claim(jobs, "release").items():
-            params = {"ids": ids, "token": token, "channel": self.channel}
-            with self._tx(conn):
+        groups, released = _by_claim(jobs, "release"), []
+        with self._tx(conn, statements=len(groups)):
+            for token, ids in groups.items():
+                params = {"ids": ids, "token": token, "channel": self.channel}
                 released += [int(r[0]) for r in conn.execute(self._q(sql.RELEASE), params).fetchall()]
         return sorted(released)
 
@@ -357,21 +358,29 @@ class Queue:
         so it must not be started, and its result will not be recorded.
         """
         lease = validate.seconds(lease, "lease")
-        held: list[int] = []
-        for token, ids in _by_claim(jobs, "heartbeat").items():
-            params = {"ids": ids, "token": token, "lease": lease}
-            with self._tx(conn):
+        groups, held = _by_claim(jobs, "heartbeat"), []
+        with self._tx(conn, statements=len(groups)):
+            for token, ids in groups.items():
+                params = {"ids": ids, "token": token, "lease": lease}
                 held += [int(r[0]) for r in conn.execute(self._q(sql.HEARTBEAT), params).fetchall()]
         return sorted(held)
 
-    def rescue(self, conn: Connection) -> list[tuple[int, str]]:
+    def rescue(self, conn: Connection, ids: Iterable[int] | None = None) -> list[tuple[int, str]]:
         """Return jobs whose lease expired to ``pending`` (or ``failed`` if out of attempts).
 
         Returns ``[(id, new status), ...]``. Safe to run from every worker at any time.
+
+        :param ids: rescue only these jobs (if their lease expired); default: every such job.
         """
+        only = None if ids is None else [validate.integer(i, "job id", bits=64) for i in ids]
         with self._tx(conn):
-            rows = conn.execute(self._q(sql.RESCUE), {"channel": self.channel}).fetchall()
+            rows = conn.execute(self._q(sql.RESCUE), {"channel": self.channel, "ids": only}).fetchall()
         return [(int(i), str(s)) for i, s in rows]
+
+    def expired(self, conn: Connection) -> list[int]:
+        """Ids of running jobs whose lease expired (what :meth:`rescue` would take), in order."""
+        with self._tx(conn):
+            return [int(r[0]) for r in conn.execute(self._q(sql.EXPIRED)).fetchall()]
 
     def dead_letters(self, conn: Connection) -> list[dict[str, Any]]:
         """Jobs that used up their attempts (status ``failed``), with their error history."""

@@ -192,6 +192,7 @@ WITH rescued AS (
         SELECT id, 'lease expired: worker ' || coalesce(worker_id, '?') || ' stopped responding' AS error
         FROM {schema}.jobs
         WHERE status = 'running' AND locked_until < now()
+          AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s))
         FOR UPDATE SKIP LOCKED
     ) AS lost
     WHERE j.id = lost.id
@@ -201,6 +202,13 @@ WITH rescued AS (
     FROM (SELECT DISTINCT queue FROM rescued WHERE status = 'pending') AS q
 )
 SELECT id, status FROM rescued, (SELECT count(*) FROM announced) AS sent ORDER BY id"""
+
+#: Running jobs whose lease expired: what RESCUE takes. A worker whose rescue of them all was
+#: refused (a trigger, a timeout) rescues them one by one, so one bad row blocks no other.
+EXPIRED = """\
+SELECT id FROM {schema}.jobs
+WHERE status = 'running' AND locked_until < now()
+ORDER BY id"""
 
 #: Reclaim the dead rows that every claim and completion leaves behind. A busy queue makes them
 #: faster than autovacuum (which visits a database once a minute) removes them, and the claim

@@ -42,12 +42,13 @@ import psycopg
 
 from . import db, validate
 from .errors import DatabaseUnavailableError, InvalidInputError, PermanentJobError, WorkerError
-from .holdings import CONNECTION_ERRORS, Batch, Holdings, WorkerStats, describe
+from .holdings import CONNECTION_ERRORS, Batch, Holdings, WorkerStats, describe, refused
 from .queue import Connection, Job, Queue
 
 __all__ = ["Handler", "Worker", "WorkerStats"]
 
 Handler = Callable[[Job], Any]
+_Step = Callable[[Connection], None]
 
 _log = logging.getLogger(__name__)
 #: libpq settings for the worker's long-lived connections (ignored on Unix sockets).
@@ -198,7 +199,8 @@ class Worker:
             for worker_id in self._batches
         ]
         self._helpers = [
-            threading.Thread(target=self._housekeeper, name=f"{self.name}-housekeeper", daemon=True)
+            threading.Thread(target=self._heartbeat, name=f"{self.name}-heartbeat", daemon=True),
+            threading.Thread(target=self._housekeeper, name=f"{self.name}-housekeeper", daemon=True),
         ]
         if not until_empty:
             self._helpers.append(
@@ -224,8 +226,10 @@ class Worker:
         if not self._workers_done.wait(timeout):
             return
         self._stop.set()
-        for thread in self._helpers:
-            thread.join(timeout)
+        for thread in self._helpers:  # they finish within a beat, unless a statement hangs
+            thread.join(self.lease + 5 if timeout is None else timeout)
+            if thread.is_alive():
+                _log.warning("%s is stuck in a statement; not waiting for it any longer", thread.name)
 
     # -- the worker threads ----------------------------------------------------------------
 
@@ -343,11 +347,13 @@ class Worker:
                 with self._lock:
                     batch.write_started = asked_at  # a hung heartbeat counts as a hung write
                 try:
-                    held = set(self.queue.heartbeat(conn, batch.held(), self.lease))
+                    held = self._holdings.heartbeat(conn, batch.held())
                 finally:
                     with self._lock:
                         batch.write_started = None
                 with self._lock:
+                    if batch.abandoned:
+                        return  # the housekeeper took the batch over meanwhile
                     self._holdings.forget(batch, held)
                     batch.lease_until = asked_at + self.lease
                 continue
@@ -397,29 +403,16 @@ class Worker:
 
     # -- helper threads --------------------------------------------------------------------
 
+    def _heartbeat(self) -> None:
+        """Extend the lease of every job held, every ``lease / 3`` seconds, on a connection of
+        its own: a slow write or rescue of the housekeeper never delays it."""
+        self._helper_loop("heartbeat", (self._beat,), final=())
+
     def _housekeeper(self) -> None:
-        """Heartbeat held jobs, rescue other workers' jobs, take over overrunning or stalled
-        batches and record what it took over. Each step runs even if another failed."""
-        beat = max(0.1, min(self.lease / 3, 1.0))
-        conn: Connection | None = None
-        steps = (self._beat, self._take_over, self._record_orphans, self._rescue)
-        while True:
-            finished = self._workers_done.is_set()
-            for step in (self._record_orphans,) if finished else steps:
-                try:
-                    if conn is None or conn.closed:
-                        conn = self._connect()
-                    step(conn)
-                except CONNECTION_ERRORS as exc:
-                    _log.warning("housekeeper lost its connection (%s)", exc)
-                    if conn is not None:
-                        conn.close()
-                    conn = None
-                except Exception as exc:  # noqa: BLE001 - the housekeeper must outlive any error
-                    _log.error("housekeeper: %s", describe(exc), exc_info=exc)
-            if finished:
-                break
-            self._workers_done.wait(beat)
+        """Take over overrunning or stalled batches, record what it took over, rescue other
+        workers' jobs. Each step runs even if another failed."""
+        self._helper_loop("housekeeper", (self._take_over, self._record_orphans, self._rescue),
+                          final=(self._record_orphans,))  # fmt: skip
         left = self._holdings.orphans.held()
         if left:
             _log.error(
@@ -428,11 +421,56 @@ class Worker:
                 len(left),
                 self.lease,
             )
-        if conn is not None:
-            conn.close()
+
+    def _helper_loop(
+        self,
+        name: str,
+        steps: Sequence[Callable[[Connection], None]],
+        final: Sequence[Callable[[Connection], None]],
+    ) -> None:
+        """Run ``steps`` every ``lease / 3`` seconds (at least once a second) until the worker
+        threads are done, then ``final`` once, reconnecting after a lost connection."""
+        interval = max(0.1, min(self.lease / 3, 1.0))
+        conn: Connection | None = None
+        try:
+            while True:
+                finished = self._workers_done.is_set()
+                for step in final if finished else steps:
+                    try:
+                        if conn is None or conn.closed:
+                            conn = self._connect()
+                        step(conn)
+                    except CONNECTION_ERRORS as exc:
+                        _log.warning("%s lost its connection (%s)", name, exc)
+                        if conn is not None:
+                            conn.close()
+                        conn = None
+                    except Exception as exc:  # noqa: BLE001 - a helper must outlive any error
+                        _log.error("%s: %s", name, describe(exc), exc_info=exc)
+                if finished:
+                    break
+                self._workers_done.wait(interval)
+        finally:
+            if conn is not None:
+                conn.close()
 
     def _rescue(self, conn: Connection) -> None:
-        rescued = self.queue.rescue(conn)
+        """Rescue every job whose lease expired; if the database refuses that (one row a trigger
+        will not let go, a timeout), rescue them one by one so the others still come back."""
+        try:
+            rescued = self.queue.rescue(conn)
+        except psycopg.Error as exc:
+            if not refused(exc):
+                raise
+            _log.warning("the database refused a rescue (%s); one job at a time now", exc)
+            rescued = []
+            for job_id in self.queue.expired(conn):
+                try:
+                    rescued += self.queue.rescue(conn, [job_id])
+                except psycopg.Error as one:
+                    if not refused(one):
+                        raise
+                    _log.error("the database refused to rescue job %d: %s", job_id, describe(one))
         if rescued:
             with self._lock:
                 self.stats.rescued += len(rescued)

@@ -42,6 +42,7 @@ class Mutation:
     new: str
     tests: tuple[str, ...]
     constant: str | None = None
+    also: tuple[tuple[str, str], ...] = ()  # more (old, new) pairs in the same file
 
 
 def _sql(name: str, constant: str, old: str, new: str, *tests: str) -> Mutation:
@@ -85,8 +86,7 @@ MUTATIONS = [
          f"{WC}::test_the_heartbeat_keeps_a_job_longer_than_its_lease"),
     _sql("release charges the attempt", "RELEASE", "attempts = attempts - 1", "attempts = attempts",
          f"{QUEUE_TESTS}::test_release_returns_jobs_without_counting_an_attempt"),
-    _holdings("heartbeat disabled", "held = set(self.queue.heartbeat(conn, jobs, self.lease))",
-            "held = {job.id for job in jobs}",
+    _holdings("heartbeat disabled", "held = self.heartbeat(conn, jobs)", "held = {job.id for job in jobs}",
             f"{WC}::test_the_heartbeat_keeps_a_job_longer_than_its_lease"),
     _worker("no check before starting a job", "unsure = time.monotonic() + margin > batch.lease_until",
             "unsure = False", f"{WC}::test_a_thread_unsure_of_its_lease_asks_before_starting_a_job"),
@@ -134,8 +134,9 @@ MUTATIONS = [
     _holdings("a hung write is never taken over",
             "elif batch.write_started is not None and now - batch.write_started > self.lease:",
             "elif False:", f"{WC}::test_a_write_stalled_on_its_connection_loses_and_repeats_nothing"),
-    _holdings("a refused write stops the thread", "except psycopg.Error as exc:  # refused by the database",
-            "except ZeroDivisionError as exc:  # refused by the database",
+    _holdings("a refused write stops the thread",
+              "write(jobs), 0\n            except psycopg.Error as exc:\n",
+              "write(jobs), 0\n            except ZeroDivisionError as exc:\n",
             f"{WC}::test_a_write_the_database_refuses_blocks_nothing_else"),
     _holdings("an unprintable exception stops the thread",
             "except BaseException as inner:  # noqa: BLE001 - a handler's exception may be anything",
@@ -144,6 +145,26 @@ MUTATIONS = [
     _worker("start() while the last run is stopping",
             "if any(t.is_alive() for t in self._workers + self._helpers):", "if False:",
             f"{WC}::test_start_refuses_while_the_previous_run_is_still_stopping"),
+    Mutation("the heartbeat waits behind the housekeeper's writes", "pgqueue_lab/worker.py",
+             'self._helper_loop("heartbeat", (self._beat,), final=())',
+             'self._helper_loop("heartbeat", (), final=())',
+             (f"{WC}::test_a_slow_write_does_not_starve_the_heartbeat",),
+             also=(("(self._take_over, self._record_orphans, self._rescue)",
+                    "(self._beat, self._take_over, self._record_orphans, self._rescue)"),)),
+    _holdings("a refused heartbeat stops every renewal",
+              '            _log.warning("the database refused a heartbeat',
+              '            raise\n            _log.warning("the database refused a heartbeat',
+              f"{WC}::test_a_refused_heartbeat_blocks_no_other_job"),
+    _worker("a refused rescue blocks every rescue", '            _log.warning("the database refused a rescue',
+            '            raise\n            _log.warning("the database refused a rescue',
+            f"{WC}::test_a_refused_rescue_blocks_no_other_rescue"),
+    _holdings("a statement timeout is retried forever",
+              "    if isinstance(exc, psycopg.errors.QueryCanceled):\n        return True",
+              "    if isinstance(exc, psycopg.errors.QueryCanceled):\n        return False",
+              f"{WC}::test_a_batch_write_longer_than_statement_timeout_is_written_job_by_job"),
+    Mutation("writes for several claims apply in part", "pgqueue_lab/queue.py",
+             "with _atomic(conn) if statements <= 1 else conn.transaction():", "with _atomic(conn):",
+             (f"{QUEUE_TESTS}::test_completing_jobs_of_several_claims_is_all_or_nothing",)),
     Mutation("error text not made storable", "pgqueue_lab/validate.py",
              'text = str(error).replace("\\x00", "\\\\x00")', "text = str(error)",
              (f"{WC}::test_sys_exit_and_unstorable_error_text_fail_only_their_job",)),
@@ -167,7 +188,12 @@ def apply(mutation: Mutation, root: Path) -> None:
     region = text[start:end]
     if region.count(mutation.old) != 1:
         raise SystemExit(f"mutation {mutation.name!r}: its text occurs {region.count(mutation.old)} times")
-    path.write_text(text[:start] + region.replace(mutation.old, mutation.new) + text[end:])
+    text = text[:start] + region.replace(mutation.old, mutation.new) + text[end:]
+    for old, new in mutation.also:
+        if text.count(old) != 1:
+            raise SystemExit(f"mutation {mutation.name!r}: {old!r} occurs {text.count(old)} times")
+        text = text.replace(old, new)
+    path.write_text(text)
 
 
 def copy_project(dest: Path) -> None:

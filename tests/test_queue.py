@@ -251,3 +251,24 @@ def test_claim_skips_a_locked_row_instead_of_waiting(
             assert [job.id for job in queue.claim(conn, "w", limit=2)] == [second]
         finally:
             conn.execute("RESET statement_timeout")
+
+
+def test_completing_jobs_of_several_claims_is_all_or_nothing(
+    conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    queue.enqueue_many(conn, [("t", {})] * 4)
+    first = queue.claim(conn, "w", limit=2)
+    second = queue.claim(conn, "w", limit=2)
+    refuse = f"IF NEW.id = {second[-1].id} AND NEW.status = 'completed' THEN RAISE EXCEPTION 'no'; END IF;"
+    conn.execute(
+        sql.compose(
+            "CREATE FUNCTION {schema}.t() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            + refuse
+            + " RETURN NEW; END $$; CREATE TRIGGER t BEFORE UPDATE ON {schema}.jobs FOR EACH ROW "
+            "EXECUTE FUNCTION {schema}.t()",
+            queue.schema,
+        )
+    )
+    with pytest.raises(psycopg.errors.RaiseException):
+        queue.complete(conn, first + second)
+    assert queue.status_counts(conn)[1] == ("running", 4)  # nothing applied, not even claim 1's

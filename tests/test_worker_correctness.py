@@ -755,3 +755,123 @@ def test_a_write_stalled_on_its_connection_loses_and_repeats_nothing(
     expected = {i: 2 if i in fail_first else 1 for i in ids}
     assert dict(runs) == expected, f"runs per job: {dict(runs)}"
     assert queue.status_counts(conn) == [("pending", 0), ("running", 0), ("completed", 4), ("failed", 0)]
+
+
+# -- a database that refuses or drags: triggers, timeouts, slow writes ---------------------
+
+
+def _trigger(conn: psycopg.Connection[Any], queue: Queue, body: str, *, per: str = "ROW") -> None:
+    """Install a BEFORE UPDATE trigger on the queue's jobs table running ``body`` (PL/pgSQL)."""
+    conn.execute(
+        sql.compose(
+            "CREATE FUNCTION {schema}.t() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            + body
+            + " RETURN NEW; END $$; CREATE TRIGGER t BEFORE UPDATE ON {schema}.jobs FOR EACH "
+            + per
+            + " EXECUTE FUNCTION {schema}.t()",
+            queue.schema,
+        )
+    )
+
+
+def test_a_slow_write_does_not_starve_the_heartbeat(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    # Completing takes 2.5 s (longer than the 1 s lease): the thread's write is taken over, and
+    # the housekeeper's copy of it is just as slow. The other thread's long job lives on its
+    # heartbeat alone, which must not wait for either.
+    conn.execute(
+        sql.compose(
+            """
+            CREATE TABLE {schema}.slowed (x int);
+            CREATE FUNCTION {schema}.slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+                IF EXISTS (SELECT 1 FROM {schema}.jobs WHERE status = 'completed')
+                   AND NOT EXISTS (SELECT 1 FROM {schema}.slowed) THEN
+                    INSERT INTO {schema}.slowed VALUES (1);
+                    PERFORM pg_sleep(2.5);  -- the first completion statement only
+                END IF;
+                RETURN NULL;
+            END $$;
+            CREATE TRIGGER slow AFTER UPDATE ON {schema}.jobs
+                FOR EACH STATEMENT EXECUTE FUNCTION {schema}.slow();
+            """,
+            queue.schema,
+        )
+    )
+    runs: Counter[int] = Counter()
+    quick, slow = queue.enqueue_many(conn, [("quick", {}), ("slow", {})])
+
+    def work(job: Job) -> None:
+        runs[job.id] += 1
+        if job.type == "slow":
+            time.sleep(4.0)
+
+    worker = Worker(queue, {"quick": work, "slow": work}, dsn=dsn, threads=2, lease=1.0, poll_interval=0.2)
+    stats = _run_in_thread(worker, 60)
+    assert dict(runs) == {quick: 1, slow: 1}, f"runs: {dict(runs)}"
+    assert _statuses(conn, queue) == {quick: ("completed", 1), slow: ("completed", 1)}
+    assert stats.rescued == 0
+
+
+def test_a_refused_heartbeat_blocks_no_other_job(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    # The database refuses to renew the lease of job `hb` (a trigger). It shares a batch with
+    # `long`, which outlives the lease and lives on its heartbeat: that must go on.
+    hb, long = queue.enqueue_many(conn, [("quick", {}), ("long", {})])
+    _trigger(
+        conn,
+        queue,
+        f"IF OLD.id = {hb} AND OLD.status = 'running' AND NEW.status = 'running' "
+        "THEN RAISE EXCEPTION 'no heartbeat for you'; END IF;",
+    )
+    runs: Counter[int] = Counter()
+
+    def work(job: Job) -> None:
+        runs[job.id] += 1
+        if job.type == "long":
+            time.sleep(2.0)  # more than three leases
+
+    worker = Worker(queue, {"quick": work, "long": work}, dsn=dsn, batch_size=2, lease=0.6, poll_interval=0.2)
+    worker.start()
+    try:
+        _wait_for(lambda: _statuses(conn, queue)[long][0] == "completed", 30, "the long job")
+    finally:
+        worker.stop(timeout=10)
+    assert runs[long] == 1, f"runs: {dict(runs)}"
+
+
+def test_a_refused_rescue_blocks_no_other_rescue(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    # A crashed worker left two jobs with expired leases; a trigger will not let `stuck` leave
+    # `running`. The rescue of everything at once fails: `lost` must come back all the same.
+    stuck, lost = queue.enqueue_many(conn, [("t", {})] * 2)
+    queue.claim(conn, "crashed", limit=2, lease=0.0)
+    _trigger(
+        conn, queue, f"IF OLD.id = {stuck} AND NEW.status <> 'running' THEN RAISE EXCEPTION 'stuck'; END IF;"
+    )
+    runs: Counter[int] = Counter()
+    worker = Worker(queue, {"t": lambda job: runs.update([job.id])}, dsn=dsn, lease=1.0, poll_interval=0.2)
+    worker.start()
+    try:
+        _wait_for(lambda: _statuses(conn, queue)[lost][0] == "completed", 20, "the lost job to be rescued")
+    finally:
+        worker.stop(timeout=10)
+    assert dict(runs) == {lost: 1}
+    assert _statuses(conn, queue)[stuck][0] == "running"
+
+
+def test_a_batch_write_longer_than_statement_timeout_is_written_job_by_job(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    # Each completed row costs 20 ms in a trigger, the worker's sessions allow 200 ms per
+    # statement: the batch of 30 times out every time; one job at a time fits.
+    _trigger(conn, queue, "IF NEW.status = 'completed' THEN PERFORM pg_sleep(0.02); END IF;")
+    ids = queue.enqueue_many(conn, [("t", {})] * 30)
+    runs: Counter[int] = Counter()
+    worker_dsn = make_conninfo(dsn, options="-c statement_timeout=200")
+    worker = Worker(queue, {"t": lambda job: runs.update([job.id])}, dsn=worker_dsn, batch_size=30, lease=5.0)
+    _run_in_thread(worker, 60)
+    assert dict(runs) == {i: 1 for i in ids}
+    assert _statuses(conn, queue) == {i: ("completed", 1) for i in ids}
