@@ -164,13 +164,22 @@ WITH released AS (
 )
 SELECT id FROM released, (SELECT count(*) FROM announced) AS sent ORDER BY id"""
 
-#: A live worker extends the lease of the jobs it holds (its heartbeat). Returns the ids still
-#: held: a missing one was rescued from this run (its lease lapsed), and must not be started.
+#: A live worker extends the lease of the jobs of one claim (its heartbeat). Returns the ids
+#: renewed: a missing one was rescued from this run (its lease lapsed) and must not be started.
+#: ``SKIP LOCKED``: a row locked by a statement still running (this worker's own slow write of
+#: its outcome, say) is skipped, not waited for, so one slow row cannot hold up the heartbeat of
+#: the others; while it stays locked, no rescue can take it either.
 HEARTBEAT = """\
-UPDATE {schema}.jobs
+WITH mine AS (
+    SELECT id FROM {schema}.jobs
+    WHERE id = ANY(%(ids)s) AND status = 'running' AND claim_token = %(token)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.jobs AS j
 SET locked_until = now() + make_interval(secs => %(lease)s)
-WHERE id = ANY(%(ids)s) AND status = 'running' AND claim_token = %(token)s
-RETURNING id"""
+FROM mine
+WHERE j.id = mine.id
+RETURNING j.id"""
 
 #: Rescue jobs whose lease expired: their worker crashed, hung or lost its connection.
 #: The lost run counts as an attempt: with attempts left the job is pending again at once (and
