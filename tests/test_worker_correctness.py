@@ -830,7 +830,7 @@ def test_a_refused_heartbeat_blocks_no_other_job(
     def work(job: Job) -> None:
         runs[job.id] += 1
         if job.type == "long":
-            time.sleep(2.0)  # more than three leases
+            time.sleep(3.0)  # five leases
 
     worker = Worker(queue, {"quick": work, "long": work}, dsn=dsn, batch_size=2, lease=0.6, poll_interval=0.2)
     worker.start()
