@@ -826,11 +826,18 @@ def test_a_refused_heartbeat_blocks_no_other_job(
         "THEN RAISE EXCEPTION 'no heartbeat for you'; END IF;",
     )
     runs: Counter[int] = Counter()
+    lease_valid: list[bool] = []
+    check = sql.compose(
+        "SELECT status = 'running' AND locked_until > now() FROM {schema}.jobs WHERE id = %s", queue.schema
+    )
 
     def work(job: Job) -> None:
         runs[job.id] += 1
         if job.type == "long":
-            time.sleep(3.0)  # five leases
+            time.sleep(1.5)  # more than two leases: only its heartbeat keeps it
+            with db.connect(dsn) as other:
+                lease_valid.append(other.execute(check, [job.id]).fetchone() == (True,))
+            time.sleep(1.5)
 
     worker = Worker(queue, {"quick": work, "long": work}, dsn=dsn, batch_size=2, lease=0.6, poll_interval=0.2)
     worker.start()
@@ -838,6 +845,7 @@ def test_a_refused_heartbeat_blocks_no_other_job(
         _wait_for(lambda: _statuses(conn, queue)[long][0] == "completed", 30, "the long job")
     finally:
         worker.stop(timeout=10)
+    assert lease_valid[:1] == [True], "the long job's lease was not renewed"
     assert runs[long] == 1, f"runs: {dict(runs)}"
 
 
