@@ -45,7 +45,7 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from . import db, progress, sql
+from . import db, sql, terminal
 from .errors import ClassroomError, InvalidInputError, QueueError
 
 Connection = psycopg.Connection[Any]
@@ -320,7 +320,7 @@ def create(
             )
         _check_connections(conn, prefix, len(names), connection_limit, err)
         result: list[Student] = []
-        with progress.bar("creating students", len(names)) as advance:
+        with terminal.bar("creating students", len(names)) as advance:
             for name in names:
                 result.append(
                     _make_student(
@@ -446,7 +446,7 @@ def drop(dsn: str, prefix: str = DEFAULT_PREFIX, *, confirm: Callable[[list[str]
         conn.execute(sql.CLASSROOM_TERMINATE, {"roles": names, "databases": databases})
         problems: list[str] = []
         dropped: list[str] = []
-        with progress.bar("dropping students", len(names)) as advance:
+        with terminal.bar("dropping students", len(names)) as advance:
             for name in names:
                 try:
                     if name in databases:

@@ -9,6 +9,9 @@
 ``pgqueue-lab lab [DIR]``       the same, then open JupyterLab on it
 ``pgqueue-lab check [PATH...]`` run notebooks under strict nbval, as the tests do (for CI)
 ``pgqueue-lab classroom ...``   a class on one server: ``create``, ``list``, ``drop`` students
+``pgqueue-lab worker ...``      a worker process serving a queue until Ctrl-C
+``pgqueue-lab enqueue ...``     a producer: jobs of one type, at once or at a rate
+``pgqueue-lab watch ...``       a live view of a queue (rich), until Ctrl-C
 ``pgqueue-lab --version``       the version
 
 Each command family lives in its own module (``bench``, ``course``, ``check``, ``classroom``...);
@@ -26,7 +29,7 @@ from typing import NoReturn
 
 import psycopg
 
-from . import __version__, bench, check, classroom, course, db
+from . import __version__, bench, check, classroom, course, db, enqueue, serve, watch
 from .demo import run_demo
 from .errors import QueueError
 
@@ -98,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
             "classroom", help="a class on one server: create, list, drop students (roles + databases)"
         )
     )
+    serve.add_arguments(sub.add_parser("worker", help="serve a queue from this terminal until Ctrl-C"))
+    enqueue.add_arguments(sub.add_parser("enqueue", help="enqueue jobs of one type, at once or at a rate"))
+    watch.add_arguments(sub.add_parser("watch", help="a live view of a queue until Ctrl-C"))
     return parser
 
 
@@ -125,6 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check.main(args, passed_on)
         if args.command == "classroom":
             return classroom.main(args)
+        if args.command == "worker":
+            return serve.main(args)
+        if args.command == "enqueue":
+            return enqueue.main(args)
+        if args.command == "watch":
+            return watch.main(args)
         if args.action == "url":
             print(db.mask_dsn(db.get_dsn()))
             return 0

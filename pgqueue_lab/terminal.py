@@ -1,9 +1,10 @@
-"""A progress bar for the terminal commands that take a while (``classroom``, ``enqueue``).
+"""What the terminal commands share: a progress bar, and the check that a queue exists.
 
-Drawn by `rich <https://rich.readthedocs.io>`_ on stderr, and only when stderr is a terminal and
-the work is large enough to be worth watching: in a log file, a pipe or a notebook's subprocess
-nothing is drawn, and the command's own summary line says what was done. Without ``rich``
-installed (it comes with the ``classroom`` extra) there is simply no bar.
+The progress bar (for ``classroom`` and ``enqueue``) is drawn by `rich
+<https://rich.readthedocs.io>`_ on stderr, and only when stderr is a terminal and the work is
+large enough to be worth watching: in a log file, a pipe or a notebook's subprocess nothing is
+drawn, and the command's own summary line says what was done. Without ``rich`` installed (it
+comes with the ``classroom`` extra) there is simply no bar.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+from . import db
+from .errors import QueueNotFoundError
+from .queue import Queue
 
 Advance = Callable[[int], None]
 
@@ -48,3 +53,19 @@ def bar(description: str, total: int, *, min_steps: int = MIN_STEPS) -> Iterator
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(description, total=total)
         yield lambda steps: progress.advance(task, steps)
+
+
+def require_queue(queue: Queue, dsn: str | None = None) -> None:
+    """Check that the queue exists.
+
+    :raises QueueNotFoundError: it does not; the message says how to create it from a terminal.
+    """
+    try:
+        with db.connect(dsn) as conn:
+            queue.has_work(conn)
+    except QueueNotFoundError:
+        raise QueueNotFoundError(
+            f"the queue {queue.schema!r} does not exist in this database: create it with "
+            f"pgqueue-lab enqueue --create --schema {queue.schema} TYPE "
+            f"(or Queue({queue.schema!r}).create(conn))"
+        ) from None
