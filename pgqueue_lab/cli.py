@@ -29,7 +29,7 @@ from typing import NoReturn
 
 import psycopg
 
-from . import __version__, bench, check, classroom, course, db, enqueue, serve, watch
+from . import __version__, bench, check, classroom, course, db, enqueue, serve, terminal, watch
 from .demo import run_demo
 from .errors import QueueError
 
@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status. Errors print one line to stderr, no traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    terminal.exit_with_parent()  # started from a notebook: end with it
     passed_on: list[str] = []  # after "--": for JupyterLab (lab) or pytest (check)
     if "--" in argv:
         argv, passed_on = argv[: argv.index("--")], argv[argv.index("--") + 1 :]

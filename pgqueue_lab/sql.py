@@ -3,6 +3,9 @@
 Print any of them in a notebook (``print(sql.CLAIM)``). ``{schema}`` is filled in with
 ``psycopg.sql.Identifier`` (see :func:`compose`); ``%(name)s`` placeholders are query
 parameters, sent separately from the SQL, never pasted into it.
+
+After the queue's own statements come those of the live view (``WATCH_*``, used by
+:mod:`pgqueue_lab.watch`) and of the classroom (``CLASSROOM_*``, :mod:`pgqueue_lab.classroom`).
 """
 
 from __future__ import annotations
