@@ -320,3 +320,36 @@ def test_the_demo_handlers_take_their_time_and_fail_like_the_seed() -> None:
         handlers.resize(Job(2, "default", "resize", {"width": 0, "seconds": 0}, 1, 5))
     with pytest.raises(Exception, match="payload 'seconds' must be a number"):
         handlers.make_report(Job(3, "default", "report", {"seconds": "soon"}, 1, 5))
+
+
+def test_a_command_started_from_a_notebook_ends_with_its_kernel(dsn: str, queue: Queue) -> None:
+    """terminal.Command (notebook 10's processes): when the process that started it dies, as a
+    kernel killed by a restart or by nbval does, the worker exits instead of serving on."""
+    import psutil
+
+    kernel = (
+        "import os, sys\n"
+        "from pgqueue_lab.terminal import Command\n"
+        "worker = Command('worker', '--schema', sys.argv[1], '--name', 'orphan')\n"
+        "worker.wait_for('Ctrl-C stops')\n"
+        "print(worker.pid, worker.command, flush=True)\n"
+        "os._exit(0)\n"
+    )
+    started = subprocess.run(
+        [sys.executable, "-c", kernel, queue.schema],
+        env=_env(dsn),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode == 0, started.stderr
+    pid, command = started.stdout.split(" ", 1)
+    assert command.strip() == f"pgqueue-lab worker --schema {queue.schema} --name orphan"
+
+    def gone() -> bool:
+        try:
+            return psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    _wait(gone, timeout=10, what="the orphaned worker exiting")
