@@ -86,8 +86,8 @@ class Student:
     """One student of the roster. ``dsn`` holds the password: print :attr:`masked_dsn`."""
 
     name: str
-    dsn: str
-    state: str  # "created", "kept" or "new password"
+    dsn: str = field(repr=False)  # never shown by accident: it holds the password
+    state: str = "kept"  # "created", "kept", "new password" or "database created"
 
     @property
     def masked_dsn(self) -> str:
