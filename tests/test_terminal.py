@@ -288,9 +288,14 @@ def stranger_dsn(dsn: str) -> Iterator[str]:
         ).fetchone()
         if not (row and row[0]):
             pytest.skip("the run's role may not create roles")
-        conn.execute(pgsql.SQL("CREATE ROLE {} LOGIN").format(pgsql.Identifier(role)))
+        password = uuid.uuid4().hex  # servers that check passwords (CI's service container) need one
+        conn.execute(
+            pgsql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                pgsql.Identifier(role), pgsql.Literal(password)
+            )
+        )
     try:
-        yield make_conninfo(dsn, user=role, password="")
+        yield make_conninfo(dsn, user=role, password=password)
     finally:
         with db.connect(dsn) as conn:
             conn.execute(
