@@ -8,7 +8,14 @@
 ``pgqueue-lab course [DIR]``    copy the course (notebooks) into DIR, keeping your changes
 ``pgqueue-lab lab [DIR]``       the same, then open JupyterLab on it
 ``pgqueue-lab check [PATH...]`` run notebooks under strict nbval, as the tests do (for CI)
+``pgqueue-lab classroom ...``   a class on one server: ``create``, ``list``, ``drop`` students
+``pgqueue-lab worker ...``      a worker process serving a queue until Ctrl-C
+``pgqueue-lab enqueue ...``     a producer: jobs of one type, at once or at a rate
+``pgqueue-lab watch ...``       a live view of a queue (rich), until Ctrl-C
 ``pgqueue-lab --version``       the version
+
+Each command family lives in its own module (``bench``, ``course``, ``check``, ``classroom``...);
+this one only dispatches. Bad input is one line on stderr and exit status 2, never a traceback.
 
 ``lab`` and ``check`` pass what follows ``--`` on to JupyterLab and pytest.
 """
@@ -18,8 +25,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from . import __version__, bench, check, course, db
+import psycopg
+
+from . import __version__, bench, check, classroom, course, db, enqueue, serve, terminal, watch
 from .demo import run_demo
 from .errors import QueueError
 
@@ -52,14 +62,21 @@ def _db_stop() -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (not the usage block), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"pgqueue-lab: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pgqueue-lab",
         description="Learn to build a job queue on PostgreSQL. "
         f"Uses ${db.DSN_ENV} if set, otherwise an embedded PostgreSQL that starts by itself.",
     )
     parser.add_argument("--version", action="version", version=f"pgqueue-lab {__version__}")
-    sub = parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     sub.add_parser("demo", help="run the seed walk-through: enqueue, process, final status")
     db_parser = sub.add_parser("db", help="the database: url, status, stop")
     db_parser.add_argument("action", choices=["url", "status", "stop"])
@@ -79,12 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
             epilog="Arguments after -- go to pytest, e.g. pgqueue-lab check DIR -- -x",
         )
     )
+    classroom.add_arguments(
+        sub.add_parser(
+            "classroom", help="a class on one server: create, list, drop students (roles + databases)"
+        )
+    )
+    serve.add_arguments(sub.add_parser("worker", help="serve a queue from this terminal until Ctrl-C"))
+    enqueue.add_arguments(sub.add_parser("enqueue", help="enqueue jobs of one type, at once or at a rate"))
+    watch.add_arguments(sub.add_parser("watch", help="a live view of a queue until Ctrl-C"))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status. Errors print one line to stderr, no traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    terminal.exit_with_parent()  # started from a notebook: end with it
     passed_on: list[str] = []  # after "--": for JupyterLab (lab) or pytest (check)
     if "--" in argv:
         argv, passed_on = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
@@ -104,6 +130,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return course.lab_main(args, passed_on)
         if args.command == "check":
             return check.main(args, passed_on)
+        if args.command == "classroom":
+            return classroom.main(args)
+        if args.command == "worker":
+            return serve.main(args)
+        if args.command == "enqueue":
+            return enqueue.main(args)
+        if args.command == "watch":
+            return watch.main(args)
         if args.action == "url":
             print(db.mask_dsn(db.get_dsn()))
             return 0
@@ -113,8 +147,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except QueueError as exc:
         print(f"pgqueue-lab: error: {exc}", file=sys.stderr)
         return 2
+    except psycopg.errors.InsufficientPrivilege as exc:  # a DSN without the rights a command needs
+        print(f"pgqueue-lab: error: the database refused: {_first_line(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -55,3 +55,12 @@ class CourseError(QueueError):
 
     The message names the path or the missing package and what to do.
     """
+
+
+class ClassroomError(QueueError):
+    """``pgqueue-lab classroom`` cannot do what was asked: the role may not create roles and
+    databases, the server has too few connections for the class, a name is taken by something
+    ``create`` did not make, or the roster lacks a kept student's password.
+
+    The message says what to change.
+    """

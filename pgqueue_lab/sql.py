@@ -3,9 +3,14 @@
 Print any of them in a notebook (``print(sql.CLAIM)``). ``{schema}`` is filled in with
 ``psycopg.sql.Identifier`` (see :func:`compose`); ``%(name)s`` placeholders are query
 parameters, sent separately from the SQL, never pasted into it.
+
+After the queue's own statements come those of the live view (``WATCH_*``, used by
+:mod:`pgqueue_lab.watch`) and of the classroom (``CLASSROOM_*``, :mod:`pgqueue_lab.classroom`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from psycopg import sql as _sql
 
@@ -279,6 +284,170 @@ ORDER BY id"""
 LISTEN = "LISTEN {channel}"
 UNLISTEN = "UNLISTEN {channel}"
 
+# -- watching a queue live (pgqueue-lab watch, pgqueue_lab.watch) ------------------------------
+
+#: Per worker (the ``worker_id`` without its thread number: ``worker-a-2`` counts for
+#: ``worker-a``): jobs it completed, how many of them in the last ``window`` seconds (the
+#: rate), and what it holds or failed now.
+WATCH_WORKERS = """\
+SELECT regexp_replace(worker_id, '-[0-9]+$', '') AS worker,
+       count(*) FILTER (WHERE status = 'completed') AS completed,
+       count(*) FILTER (WHERE status = 'completed'
+                          AND finished_at > now() - make_interval(secs => %(window)s)) AS recent,
+       count(*) FILTER (WHERE status = 'running') AS running,
+       count(*) FILTER (WHERE status = 'failed') AS failed
+FROM {schema}.jobs
+WHERE worker_id IS NOT NULL
+GROUP BY 1
+ORDER BY 1"""
+
+#: The pending job that has waited longest since it was enqueued (scheduled ones included).
+WATCH_OLDEST_PENDING = """\
+SELECT id, type, extract(epoch FROM now() - created_at)::float8 AS age, run_at > now() AS scheduled
+FROM {schema}.jobs
+WHERE status = 'pending'
+ORDER BY created_at, id
+LIMIT 1"""
+
+#: Running jobs with their worker thread, how long they have run and how much of their lease
+#: is left (negative: expired, a rescue will take the job back).
+WATCH_RUNNING = """\
+SELECT id, type, worker_id, attempts,
+       extract(epoch FROM now() - started_at)::float8 AS running_for,
+       extract(epoch FROM locked_until - now())::float8 AS lease_left
+FROM {schema}.jobs
+WHERE status = 'running'
+ORDER BY worker_id, id
+LIMIT %(limit)s"""
+
+#: Sessions of this database waiting for a lock (``pg_locks.granted`` false), with the
+#: sessions that block them (``pg_blocking_pids``). Workers that claim with ``SKIP LOCKED``
+#: never appear here; plain ``FOR UPDATE`` makes them queue up (notebook 03). Another role's
+#: query text reads ``<insufficient privilege>``.
+WATCH_LOCK_WAITS = """\
+SELECT a.pid, a.application_name, l.locktype, l.mode, pg_blocking_pids(a.pid) AS blocked_by,
+       extract(epoch FROM now() - l.waitstart)::float8 AS waiting_for, left(a.query, 60) AS query
+FROM pg_locks AS l
+JOIN pg_stat_activity AS a ON a.pid = l.pid
+WHERE NOT l.granted AND a.datname = current_database()
+ORDER BY a.pid"""
+
+#: Live and dead rows of the jobs table, as the statistics system last counted them (it lags
+#: by up to a second or so), and seconds since it was last vacuumed (by hand or autovacuum).
+WATCH_DEAD_ROWS = """\
+SELECT n_live_tup, n_dead_tup,
+       extract(epoch FROM now() - greatest(last_vacuum, last_autovacuum))::float8 AS vacuumed_ago
+FROM pg_stat_user_tables
+WHERE schemaname = %(schema)s AND relname = 'jobs'"""
+
+# -- a class on one server (pgqueue-lab classroom, pgqueue_lab.classroom) -------------------
+#
+# Roles, databases, passwords and comments are not parameters in these statements (PostgreSQL
+# takes no parameters in CREATE/ALTER/COMMENT): identifiers go through psycopg.sql.Identifier
+# and values through psycopg.sql.Literal. Passwords are sent already hashed (SCRAM verifiers
+# made by libpq), so the plain text never reaches the server or its log.
+
+#: May the connected role create roles and databases?
+CLASSROOM_RIGHTS = """\
+SELECT current_user, rolsuper, rolcreaterole, rolcreatedb
+FROM pg_roles
+WHERE rolname = current_user"""
+
+#: The server's connection budget: ``max_connections``, the slots kept for superusers (and,
+#: from PostgreSQL 16, for ``pg_use_reserved_connections``), and the connection limits of
+#: classroom students of *other* prefixes (other classes on the same server).
+CLASSROOM_CONNECTIONS = """\
+SELECT current_setting('max_connections')::int,
+       current_setting('superuser_reserved_connections')::int
+         + coalesce(current_setting('reserved_connections', true)::int, 0),
+       (SELECT coalesce(sum(rolconnlimit), 0)::int FROM pg_roles
+        WHERE starts_with(coalesce(shobj_description(oid, 'pg_authid'), ''), %(marker)s)
+          AND shobj_description(oid, 'pg_authid') <> %(mark)s AND rolconnlimit > 0)"""
+
+#: The students this prefix's ``create`` made (marked by their comment), with their database
+#: (``NULL`` if missing), whether the database is theirs (marked, or owned by the student), and
+#: the role's settings (``{idle_in_transaction_session_timeout=300s}``).
+CLASSROOM_STUDENTS = """\
+SELECT r.rolname, r.rolconnlimit, d.datname,
+       d.datname IS NOT NULL AND (shobj_description(d.oid, 'pg_database') = %(mark)s
+                                  OR d.datdba = r.oid) AS database_ours,
+       (SELECT s.setconfig FROM pg_db_role_setting AS s
+        WHERE s.setrole = r.oid AND s.setdatabase = 0) AS settings
+FROM pg_roles AS r
+LEFT JOIN pg_database AS d ON d.datname = r.rolname
+WHERE shobj_description(r.oid, 'pg_authid') = %(mark)s
+ORDER BY r.rolname"""
+
+#: Roles and databases that already carry one of these names, and whether ``create`` made them.
+CLASSROOM_NAMES_TAKEN = """\
+SELECT 'role' AS kind, rolname AS name, coalesce(shobj_description(oid, 'pg_authid') = %(mark)s, false)
+FROM pg_roles WHERE rolname = ANY(%(names)s)
+UNION ALL
+SELECT 'database', datname, coalesce(shobj_description(oid, 'pg_database') = %(mark)s, false)
+       OR datdba IN (SELECT oid FROM pg_roles WHERE rolname = datname
+                     AND shobj_description(oid, 'pg_authid') = %(mark)s)
+FROM pg_database WHERE datname = ANY(%(names)s)
+ORDER BY 2, 1"""
+
+#: A student: may log in, nothing more, at most ``{limit}`` sessions at once.
+CLASSROOM_CREATE_ROLE = """\
+CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE
+    PASSWORD {password} CONNECTION LIMIT {limit}"""
+#: The mark ``drop`` looks for: it removes only what carries it.
+CLASSROOM_MARK_ROLE = "COMMENT ON ROLE {role} IS {mark}"
+#: A transaction left open ends after this long, so a forgotten one cannot hold its locks (or a
+#: connection slot) for the rest of the lesson. Applies to the role's next sessions.
+CLASSROOM_ROLE_TIMEOUT = "ALTER ROLE {role} SET idle_in_transaction_session_timeout = {timeout}"
+CLASSROOM_ROLE_LIMIT = "ALTER ROLE {role} CONNECTION LIMIT {limit}"
+CLASSROOM_SET_PASSWORD = "ALTER ROLE {role} PASSWORD {password}"
+#: A teacher who is not a superuser must be a member of a student role to create a database
+#: owned by it, and later to drop it (and may then look into the student's database).
+CLASSROOM_JOIN_ROLE = "GRANT {role} TO CURRENT_USER"
+#: The student's own database; its owner may do anything in it.
+CLASSROOM_CREATE_DATABASE = "CREATE DATABASE {database} OWNER {role}"
+CLASSROOM_MARK_DATABASE = "COMMENT ON DATABASE {database} IS {mark}"
+#: Every role may connect to a new database (and create temporary tables in it) through
+#: PUBLIC: take that away, so only its owner (and superusers) get in.
+CLASSROOM_REVOKE_PUBLIC = "REVOKE CONNECT, TEMPORARY ON DATABASE {database} FROM PUBLIC"
+
+#: Sessions of the students right now, per role.
+CLASSROOM_SESSIONS = """\
+SELECT usename, count(*)::int
+FROM pg_stat_activity
+WHERE usename = ANY(%(roles)s)
+GROUP BY usename"""
+
+#: No new logins while a class is dropped.
+CLASSROOM_NOLOGIN = "ALTER ROLE {role} NOLOGIN"
+#: End the students' sessions, wherever they are connected (waiting up to 5 s for each).
+CLASSROOM_TERMINATE = """\
+SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000))::int
+FROM pg_stat_activity
+WHERE (usename = ANY(%(roles)s) OR datname = ANY(%(databases)s)) AND pid <> pg_backend_pid()"""
+CLASSROOM_DROP_DATABASE = "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
+#: Privileges granted to the role, and objects it owns, in the database the teacher is connected
+#: to (a role cannot be dropped while anything refers to it).
+CLASSROOM_DROP_OWNED = "DROP OWNED BY {role}"
+CLASSROOM_DROP_ROLE = "DROP ROLE IF EXISTS {role}"
+
+#: In a student's database: the schemas of the course's notebooks (``nb03_claiming``...), which
+#: each notebook creates when it starts and drops when it ends.
+CLASSROOM_NOTEBOOK_SCHEMAS = """\
+SELECT nspname FROM pg_namespace WHERE nspname ~ '^nb[0-9]{2}_' ORDER BY nspname"""
+
+#: In a student's database: every schema holding a queue's ``jobs`` table.
+CLASSROOM_JOB_TABLES = """\
+SELECT n.nspname
+FROM pg_class AS c
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attname = 'status' AND NOT a.attisdropped
+WHERE c.relname = 'jobs' AND c.relkind IN ('r', 'p')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY n.nspname"""
+
+#: Jobs per status in one queue (combined with ``UNION ALL`` over a student's queues).
+CLASSROOM_JOBS_BY_STATUS = "SELECT status, count(*)::int FROM {schema}.jobs GROUP BY status"
+
 
 def compose(statement: str, schema: str, **identifiers: str) -> _sql.Composed:
     """Fill ``{schema}`` (and any other ``{name}``) with quoted identifiers.
@@ -288,3 +457,15 @@ def compose(statement: str, schema: str, **identifiers: str) -> _sql.Composed:
     """
     names = {key: _sql.Identifier(value) for key, value in identifiers.items()}
     return _sql.SQL(statement).format(schema=_sql.Identifier(schema), **names)
+
+
+def compose_utility(
+    statement: str, *, literals: Mapping[str, object] | None = None, **identifiers: str
+) -> _sql.Composed:
+    """Fill the ``{name}`` placeholders of a statement that takes no parameters (``CREATE ROLE``,
+    ``COMMENT ON``...): identifiers (``role="student01"``) quoted by ``psycopg.sql.Identifier``,
+    values (``literals={"limit": 16}``) by ``psycopg.sql.Literal``.
+    """
+    names: dict[str, _sql.Composable] = {key: _sql.Identifier(value) for key, value in identifiers.items()}
+    names.update({key: _sql.Literal(value) for key, value in (literals or {}).items()})
+    return _sql.SQL(statement).format(**names)

@@ -141,3 +141,15 @@ def test_github_workflow_tests_both_systems_every_python_and_a_server(pyproject:
     assert jobs["server"]["env"]["PGQUEUE_LAB_DSN"].startswith("postgresql://")
     run = "\n".join(str(step.get("run", "")) for job in jobs.values() for step in job["steps"])
     assert "pytest -m wheel tests/test_package.py" in run and "actionlint" in run
+
+
+def test_docker_compose_serves_a_class_of_30() -> None:
+    """README, "Teaching with pgqueue-lab": the compose server takes a class of 30 at the default
+    connection limit (notebook 09's threads, notebook 10's processes), as classroom create checks."""
+    from pgqueue_lab import classroom
+
+    service = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["postgres"]
+    command = service["command"]
+    settings = dict(arg.split("=", 1) for arg in command[command.index("-c") + 1 :: 2])
+    needed = 30 * classroom.DEFAULT_CONNECTION_LIMIT + 3 + classroom.TEACHER_CONNECTIONS
+    assert int(settings["max_connections"]) >= needed

@@ -1,0 +1,614 @@
+"""``pgqueue-lab classroom``: a whole class on one PostgreSQL server, each student apart.
+
+Every notebook keeps its jobs in a schema of a fixed name (``nb03_claiming``...) and its wake-ups
+on a fixed ``LISTEN`` channel, so two students sharing one database break each other. Here each
+student gets what a learner on their own machine has: a database of their own.
+
+``create`` makes, per student, against the server in ``PGQUEUE_LAB_DSN`` (as a role that may
+create roles and databases):
+
+- a ``LOGIN`` role (``student01``...) with a random password, no other right, at most
+  ``--connection-limit`` sessions, and ``idle_in_transaction_session_timeout`` set, so a
+  forgotten open transaction ends by itself;
+- a database of the same name, owned by the student, with ``CONNECT`` (and ``TEMPORARY``)
+  revoked from ``PUBLIC``: other students cannot even connect to it. ``LISTEN``/``NOTIFY``
+  channels are per database, so their wake-ups stay apart too;
+- a comment on both (``pgqueue-lab classroom, prefix student``): ``drop`` removes only what
+  carries it.
+
+Before creating anything it checks that the server's ``max_connections`` covers the class. It
+writes a roster (CSV ``student,dsn``, mode 0600) and prints it with the passwords masked.
+Running it again keeps existing students and their passwords (read back from the roster) unless
+``--reset-passwords``; it adds missing students and applies changed limits.
+
+``list`` shows each student: sessions now, which notebooks' schemas exist in their database
+(a notebook creates its schema when it starts and drops it at its end), and their jobs by
+status. ``drop`` ends the students' sessions and removes their databases and roles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import secrets
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import quote, urlencode
+
+import psycopg
+from psycopg import sql as pgsql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from . import db, sql, terminal
+from .errors import ClassroomError, InvalidInputError, QueueError
+
+Connection = psycopg.Connection[Any]
+
+DEFAULT_PREFIX = "student"
+#: Sessions a student may hold at once: notebook 09 holds about 11 (8 worker threads, their
+#: listener and housekeeper, the notebook's own); notebook 10 about 12 (two worker processes,
+#: a producer, the live view, the notebook).
+DEFAULT_CONNECTION_LIMIT = 16
+#: Seconds after which an idle open transaction is ended (the session with it).
+DEFAULT_IDLE_TIMEOUT = 300
+#: Connections kept free for the teacher (psql, ``classroom list``, a ``watch``) beyond the class.
+TEACHER_CONNECTIONS = 10
+MAX_STUDENTS = 999
+#: The start of the comment ``create`` puts on each role and database it makes.
+MARKER = "pgqueue-lab classroom, prefix "
+ROSTER_HEADER = ("student", "dsn")
+_PREFIX_RE = re.compile(r"[a-z][a-z0-9_]*")
+MAX_PREFIX_LENGTH = 40
+
+
+def mark(prefix: str) -> str:
+    """The comment that marks a student role and database of this prefix."""
+    return MARKER + prefix
+
+
+def student_name(prefix: str, number: int) -> str:
+    """``student01`` ... ``student99``, ``student100``: the role and its database."""
+    return f"{prefix}{number:02d}"
+
+
+def default_roster(prefix: str) -> Path:
+    return Path(f"{prefix}-roster.csv")
+
+
+@dataclass
+class Student:
+    """One student of the roster. ``dsn`` holds the password: print :attr:`masked_dsn`."""
+
+    name: str
+    dsn: str = field(repr=False)  # never shown by accident: it holds the password
+    state: str = "kept"  # "created", "kept", "new password" or "database created"
+
+    @property
+    def masked_dsn(self) -> str:
+        return db.mask_dsn(self.dsn)
+
+
+@dataclass
+class StudentState:
+    """What ``classroom list`` shows of one student."""
+
+    name: str
+    sessions: int
+    has_database: bool
+    notebooks: list[str] | None = None  # None: the database could not be read
+    jobs: dict[str, int] = field(default_factory=dict)
+
+
+# -- input -------------------------------------------------------------------------------------
+
+
+def check_prefix(prefix: object) -> str:
+    if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix) or len(prefix) > MAX_PREFIX_LENGTH:
+        raise InvalidInputError(
+            f"invalid --prefix {prefix!r}: use lower-case letters, digits and '_', starting with a "
+            f"letter, at most {MAX_PREFIX_LENGTH} characters"
+        )
+    return prefix
+
+
+def _check_int(value: object, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInputError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+    return value
+
+
+# -- the roster ----------------------------------------------------------------------------------
+
+
+def student_dsn(teacher_dsn: str, name: str, password: str, host: str | None = None) -> str:
+    """The DSN a student uses: the teacher's server (or ``host``), the student's role and database."""
+    params = conninfo_to_dict(teacher_dsn)
+    host = host or str(params.get("host") or "localhost")
+    port = str(params.get("port") or "")
+    query = {key: str(params[key]) for key in ("sslmode",) if params.get(key)}
+    credentials = f"{quote(name, safe='')}:{quote(password, safe='')}@"
+    if host.startswith("/"):  # a Unix socket directory (the embedded server)
+        query = {"host": host, **({"port": port} if port else {}), **query}
+        netloc = credentials
+    else:
+        netloc = credentials + (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+    return f"postgresql://{netloc}/{quote(name, safe='')}" + (f"?{urlencode(query)}" if query else "")
+
+
+def read_roster(path: Path) -> dict[str, str]:
+    """``{student: password}`` from a roster this command wrote (``{}`` if there is none)."""
+    if not path.exists():
+        return {}
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ClassroomError(f"the roster {path} cannot be read: {exc}") from None
+    if not rows or tuple(rows[0]) != ROSTER_HEADER:
+        raise ClassroomError(
+            f"{path} is not a roster (its first line should be {','.join(ROSTER_HEADER)}): "
+            "give another --roster"
+        )
+    passwords: dict[str, str] = {}
+    for row in rows[1:]:
+        if len(row) != 2:
+            continue
+        try:
+            params = conninfo_to_dict(row[1])
+        except psycopg.ProgrammingError:
+            continue
+        if params.get("user") == row[0] and params.get("password"):
+            passwords[row[0]] = str(params["password"])
+    return passwords
+
+
+def write_roster(path: Path, students: Sequence[Student]) -> None:
+    """Write the roster, readable by its owner only (mode 0600), replacing any old one whole."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(ROSTER_HEADER)
+            writer.writerows((s.name, s.dsn) for s in students)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# -- the server ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """A statement the server refuses for lack of rights becomes one clear ClassroomError."""
+    try:
+        yield
+    except psycopg.errors.InsufficientPrivilege as exc:
+        reason = (str(exc).strip().splitlines() or ["permission denied"])[0]
+        raise ClassroomError(
+            f"the server refused: {reason}. pgqueue-lab classroom needs a superuser or a role with "
+            "CREATEROLE and CREATEDB"
+        ) from None
+
+
+def _require_rights(conn: Connection) -> bool:
+    """Check that the connected role may create roles and databases; return whether it is a
+    superuser."""
+    row = conn.execute(sql.CLASSROOM_RIGHTS).fetchone()
+    assert row is not None
+    user, superuser, createrole, createdb = row
+    if superuser or (createrole and createdb):
+        return bool(superuser)
+    missing = " and ".join(
+        name for name, ok in (("CREATEROLE", createrole), ("CREATEDB", createdb)) if not ok
+    )
+    raise ClassroomError(
+        f"the role {user!r} (from {db.DSN_ENV}) may not create roles and databases (it lacks "
+        f"{missing}): connect as a superuser such as postgres, or give it the rights: "
+        f"ALTER ROLE {user} CREATEROLE CREATEDB"
+    )
+
+
+@dataclass
+class _Existing:
+    limit: int
+    database: str | None
+    database_ours: bool
+    config: list[str]
+
+
+def _existing(conn: Connection, prefix: str) -> dict[str, _Existing]:
+    rows = conn.execute(sql.CLASSROOM_STUDENTS, {"mark": mark(prefix)}).fetchall()
+    return {
+        name: _Existing(int(limit), database, bool(ours), list(settings or []))
+        for name, limit, database, ours, settings in rows
+    }
+
+
+def _number(prefix: str, name: str) -> int:
+    digits = name[len(prefix) :]
+    return int(digits) if digits.isdigit() else 0
+
+
+def _check_connections(conn: Connection, prefix: str, students: int, limit: int, err: TextIO) -> None:
+    row = conn.execute(sql.CLASSROOM_CONNECTIONS, {"marker": MARKER, "mark": mark(prefix)}).fetchone()
+    assert row is not None
+    max_connections, reserved, others = (int(v) for v in row)
+    class_total = students * limit
+    need = class_total + others + reserved + TEACHER_CONNECTIONS
+    other_text = f" + {others} for other classes on this server" if others else ""
+    if need > max_connections:
+        room = (max_connections - reserved - TEACHER_CONNECTIONS - others) // students
+        lower = f", or give each student fewer: --connection-limit {room}" if room >= 1 else ""
+        raise ClassroomError(
+            f"{students} students x {limit} connections = {class_total}{other_text}, plus {reserved} "
+            f"reserved and {TEACHER_CONNECTIONS} for you: the server needs max_connections >= {need}, "
+            f"but it is {max_connections}. Raise it (docker-compose.yml sets 500; elsewhere ALTER SYSTEM SET "
+            f"max_connections = {need}, then restart PostgreSQL){lower}"
+        )
+    print(
+        f"connections: {students} students x {limit} = {class_total}{other_text}, of max_connections "
+        f"{max_connections} ({reserved} reserved, {TEACHER_CONNECTIONS} kept for you)",
+        file=err,
+    )
+
+
+def _utility(statement: str, literals: dict[str, object] | None = None, **names: str) -> pgsql.Composed:
+    return sql.compose_utility(statement, literals=literals, **names)
+
+
+def _password_verifier(conn: Connection, role: str, password: str) -> str:
+    """The password hashed by libpq the way the server wants it (``password_encryption``)."""
+    return conn.pgconn.encrypt_password(password.encode(), role.encode(), None).decode()
+
+
+# -- create --------------------------------------------------------------------------------------
+
+
+def create(
+    dsn: str,
+    students: int,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    roster: Path | None = None,
+    reset_passwords: bool = False,
+    connection_limit: int = DEFAULT_CONNECTION_LIMIT,
+    idle_timeout: int = DEFAULT_IDLE_TIMEOUT,
+    host: str | None = None,
+    err: TextIO | None = None,
+) -> list[Student]:
+    """Make (or keep) students 1..``students`` of ``prefix`` and write the roster.
+
+    :returns: every student of the prefix, in order (with passwords: do not print ``dsn``).
+    :raises ClassroomError: nothing was changed; the message says why and what to do.
+    """
+    err = err or sys.stderr
+    prefix = check_prefix(prefix)
+    students = _check_int(students, "--students", 1, MAX_STUDENTS)
+    connection_limit = _check_int(connection_limit, "--connection-limit", 1, 10_000)
+    idle_timeout = _check_int(idle_timeout, "--idle-timeout", 0, 86_400)
+    roster = roster or default_roster(prefix)
+    wanted = [student_name(prefix, n) for n in range(1, students + 1)]
+    timeout_setting = f"idle_in_transaction_session_timeout={idle_timeout}s"
+    with db.connect(dsn) as conn, _refusals():
+        superuser = _require_rights(conn)
+        existing = _existing(conn, prefix)
+        taken = conn.execute(sql.CLASSROOM_NAMES_TAKEN, {"mark": mark(prefix), "names": wanted}).fetchall()
+        foreign = [f"{kind} {name}" for kind, name, ours in taken if not ours]
+        if foreign:
+            raise ClassroomError(
+                f"{', '.join(foreign)} already exist(s) and pgqueue-lab classroom did not make them: "
+                "choose another --prefix"
+            )
+        names = sorted(set(wanted) | set(existing), key=lambda n: _number(prefix, n))
+        known = {} if reset_passwords else read_roster(roster)
+        lost = [name for name in names if name in existing and name not in known]
+        if lost and not reset_passwords:
+            shown = ", ".join(lost[:5]) + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
+            raise ClassroomError(
+                f"the passwords of {shown} are not in the roster {roster}: give the roster they are in "
+                "with --roster, or new passwords to every student with --reset-passwords"
+            )
+        _check_connections(conn, prefix, len(names), connection_limit, err)
+        result: list[Student] = []
+        with terminal.bar("creating students", len(names)) as advance:
+            for name in names:
+                result.append(
+                    _make_student(
+                        conn,
+                        name,
+                        existing.get(name),
+                        known.get(name),
+                        mark=mark(prefix),
+                        superuser=superuser,
+                        limit=connection_limit,
+                        timeout_setting=timeout_setting,
+                        teacher_dsn=dsn,
+                        host=host,
+                    )
+                )
+                advance(1)
+    write_roster(roster, result)
+    return result
+
+
+def _make_student(
+    conn: Connection,
+    name: str,
+    existing: _Existing | None,
+    password: str | None,
+    *,
+    mark: str,
+    superuser: bool,
+    limit: int,
+    timeout_setting: str,
+    teacher_dsn: str,
+    host: str | None,
+) -> Student:
+    """Create what is missing of one student (role, database); keep what exists."""
+    state = "kept"
+    timeout = timeout_setting.split("=", 1)[1]
+    if existing is None:
+        password, state = secrets.token_urlsafe(12), "created"
+        with conn.transaction():  # the role and its mark together: never an unmarked student
+            verifier = _password_verifier(conn, name, password)
+            literals: dict[str, object] = {"password": verifier, "limit": limit}
+            conn.execute(_utility(sql.CLASSROOM_CREATE_ROLE, literals, role=name))
+            conn.execute(_utility(sql.CLASSROOM_MARK_ROLE, {"mark": mark}, role=name))
+            conn.execute(_utility(sql.CLASSROOM_ROLE_TIMEOUT, {"timeout": timeout}, role=name))
+            if not superuser:
+                conn.execute(_utility(sql.CLASSROOM_JOIN_ROLE, role=name))
+    else:
+        if password is None:  # --reset-passwords
+            password, state = secrets.token_urlsafe(12), "new password"
+            verifier = _password_verifier(conn, name, password)
+            conn.execute(_utility(sql.CLASSROOM_SET_PASSWORD, {"password": verifier}, role=name))
+        if existing.limit != limit:
+            conn.execute(_utility(sql.CLASSROOM_ROLE_LIMIT, {"limit": limit}, role=name))
+        if timeout_setting not in existing.config:
+            conn.execute(_utility(sql.CLASSROOM_ROLE_TIMEOUT, {"timeout": timeout}, role=name))
+    if existing is None or existing.database is None:
+        conn.execute(_utility(sql.CLASSROOM_CREATE_DATABASE, database=name, role=name))
+        with conn.transaction():
+            conn.execute(_utility(sql.CLASSROOM_MARK_DATABASE, {"mark": mark}, database=name))
+            conn.execute(_utility(sql.CLASSROOM_REVOKE_PUBLIC, database=name))
+        if state == "kept":
+            state = "database created"
+    return Student(name, student_dsn(teacher_dsn, name, password, host), state)
+
+
+# -- list ----------------------------------------------------------------------------------------
+
+
+def list_students(dsn: str, prefix: str = DEFAULT_PREFIX) -> list[StudentState]:
+    """Each student of ``prefix``: sessions now, notebooks under way, jobs by status."""
+    prefix = check_prefix(prefix)
+    with db.connect(dsn) as conn, _refusals():
+        _require_rights(conn)
+        existing = _existing(conn, prefix)
+        sessions = dict(conn.execute(sql.CLASSROOM_SESSIONS, {"roles": list(existing)}).fetchall())
+    states = []
+    for name in sorted(existing, key=lambda n: _number(prefix, n)):
+        info = existing[name]
+        state = StudentState(name, int(sessions.get(name, 0)), info.database is not None)
+        if info.database is not None:
+            _read_progress(dsn, info.database, state)
+        states.append(state)
+    return states
+
+
+def _read_progress(dsn: str, database: str, state: StudentState) -> None:
+    try:
+        with db.connect(make_conninfo(dsn, dbname=database), connect_timeout=5) as conn:
+            schemas = [r[0] for r in conn.execute(sql.CLASSROOM_NOTEBOOK_SCHEMAS).fetchall()]
+            state.notebooks = sorted({s[2:4] for s in schemas})
+            tables = [r[0] for r in conn.execute(sql.CLASSROOM_JOB_TABLES).fetchall()]
+            if tables:
+                union = pgsql.SQL(" UNION ALL ").join(
+                    sql.compose(sql.CLASSROOM_JOBS_BY_STATUS, schema) for schema in tables
+                )
+                for status, count in conn.execute(union).fetchall():
+                    state.jobs[str(status)] = state.jobs.get(str(status), 0) + int(count)
+    except (psycopg.Error, QueueError):
+        state.notebooks = None
+
+
+# -- drop ----------------------------------------------------------------------------------------
+
+
+def drop(dsn: str, prefix: str = DEFAULT_PREFIX, *, confirm: Callable[[list[str]], bool]) -> list[str]:
+    """End the students' sessions, drop their databases and roles. Returns the names dropped.
+
+    :param confirm: called with the names before anything is changed; ``False`` cancels.
+    :raises ClassroomError: a role could not be dropped (it owns objects in another database).
+    """
+    prefix = check_prefix(prefix)
+    with db.connect(dsn) as conn, _refusals():
+        superuser = _require_rights(conn)
+        existing = _existing(conn, prefix)
+        names = sorted(existing, key=lambda n: _number(prefix, n))
+        if not names or not confirm(names):
+            return []
+        databases = [n for n in names if existing[n].database is not None and existing[n].database_ours]
+        for name in names:
+            conn.execute(_utility(sql.CLASSROOM_NOLOGIN, role=name))
+            if not superuser:  # a member of the role may drop its database and end its sessions
+                conn.execute(_utility(sql.CLASSROOM_JOIN_ROLE, role=name))
+        conn.execute(sql.CLASSROOM_TERMINATE, {"roles": names, "databases": databases})
+        problems: list[str] = []
+        dropped: list[str] = []
+        with terminal.bar("dropping students", len(names)) as advance:
+            for name in names:
+                try:
+                    if name in databases:
+                        conn.execute(_utility(sql.CLASSROOM_DROP_DATABASE, database=name))
+                    with conn.transaction():
+                        conn.execute(_utility(sql.CLASSROOM_DROP_OWNED, role=name))
+                        conn.execute(_utility(sql.CLASSROOM_DROP_ROLE, role=name))
+                    dropped.append(name)
+                except psycopg.errors.DependentObjectsStillExist as exc:
+                    detail = (exc.diag.message_detail or "").replace("\n", "; ")
+                    problems.append(f"{name} ({detail or exc})")
+                advance(1)
+    if problems:
+        raise ClassroomError(
+            f"dropped {len(dropped)} of {len(names)} students; these roles still own objects in other "
+            f"databases (drop or reassign them there, then run drop again): {', '.join(problems)}"
+        )
+    return dropped
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``classroom create|list|drop`` and their options."""
+    parser.description = (
+        f"A class on one PostgreSQL server ({db.DSN_ENV}): per student a role and a database of their "
+        "own. Needs a role that may create roles and databases."
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="{create,list,drop}")
+    create_parser = actions.add_parser(
+        "create", help="make the students (again: keeps them), write the roster"
+    )
+    create_parser.add_argument("--students", type=int, required=True, metavar="N", help="how many students")
+    create_parser.add_argument(
+        "--prefix", default=DEFAULT_PREFIX, help="their names: PREFIX01, PREFIX02... (default %(default)s)"
+    )
+    create_parser.add_argument(
+        "--roster",
+        type=Path,
+        metavar="FILE",
+        help="the roster CSV (student,dsn; mode 0600); default PREFIX-roster.csv",
+    )
+    create_parser.add_argument(
+        "--reset-passwords", action="store_true", help="new passwords for every student (existing ones too)"
+    )
+    create_parser.add_argument(
+        "--connection-limit",
+        type=int,
+        default=DEFAULT_CONNECTION_LIMIT,
+        metavar="N",
+        help="sessions a student may hold at once (default %(default)s)",
+    )
+    create_parser.add_argument(
+        "--idle-timeout",
+        type=int,
+        default=DEFAULT_IDLE_TIMEOUT,
+        metavar="SECONDS",
+        help="end a transaction left open and idle this long (default %(default)s; 0: never)",
+    )
+    create_parser.add_argument(
+        "--host", help=f"host to write in the roster's DSNs (default: the host of {db.DSN_ENV})"
+    )
+    list_parser = actions.add_parser("list", help="each student: connected now, notebooks under way, jobs")
+    list_parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="which class (default %(default)s)")
+    drop_parser = actions.add_parser(
+        "drop", help="end the students' sessions, drop their databases and roles"
+    )
+    drop_parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="which class (default %(default)s)")
+    drop_parser.add_argument("--yes", action="store_true", help="do not ask first")
+
+
+def main(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    dsn = db.get_dsn()
+    if args.action == "create":
+        if db.source() == "embedded":
+            print(
+                "note: the embedded server listens only on a socket private to your Unix account: "
+                "students elsewhere cannot reach it (fine for a rehearsal). For a class, set "
+                f"{db.DSN_ENV} to a server they can reach.",
+                file=err,
+            )
+        roster = args.roster or default_roster(args.prefix)
+        students = create(
+            dsn,
+            args.students,
+            prefix=args.prefix,
+            roster=roster,
+            reset_passwords=args.reset_passwords,
+            connection_limit=args.connection_limit,
+            idle_timeout=args.idle_timeout,
+            host=args.host,
+            err=err,
+        )
+        _print_roster(students, roster, out)
+        return 0
+    if args.action == "list":
+        _print_list(list_students(dsn, args.prefix), args.prefix, out)
+        return 0
+    return _drop_main(dsn, args, out)
+
+
+def _print_roster(students: Sequence[Student], roster: Path, out: TextIO) -> None:
+    width = max(len("student"), *(len(s.name) for s in students))
+    print(f"{'student':<{width}}  {'state':<16}  dsn (password masked)", file=out)
+    for s in students:
+        print(f"{s.name:<{width}}  {s.state:<16}  {s.masked_dsn}", file=out)
+    counts = {state: sum(s.state == state for s in students) for state in ("created", "new password")}
+    kept = len(students) - sum(counts.values())
+    print(
+        f"{len(students)} students: {counts['created']} created, {kept} kept, "
+        f"{counts['new password']} given a new password. Roster with passwords: {roster} (mode 0600); "
+        "give each student their line.",
+        file=out,
+    )
+
+
+def _print_list(states: Sequence[StudentState], prefix: str, out: TextIO) -> None:
+    if not states:
+        print(f"no students with prefix {prefix!r} on this server", file=out)
+        return
+    width = max(len("student"), *(len(s.name) for s in states))
+    statuses = sql.STATUSES
+    print(f"{'student':<{width}}  {'sessions':>8}  {'notebooks':<16}  " + "  ".join(statuses), file=out)
+    for s in states:
+        if not s.has_database:
+            notebooks = "(no database)"
+        elif s.notebooks is None:
+            notebooks = "(unreadable)"
+        else:
+            notebooks = " ".join(s.notebooks) or "-"
+        jobs = "  ".join(f"{s.jobs.get(status, 0):>{len(status)}}" for status in statuses)
+        print(f"{s.name:<{width}}  {s.sessions:>8}  {notebooks:<16}  {jobs}", file=out)
+    connected = sum(s.sessions > 0 for s in states)
+    print(
+        f"{len(states)} students, {connected} connected now. Notebooks: the course's schemas in their "
+        "database (each notebook drops its own at its end).",
+        file=out,
+    )
+
+
+def _drop_main(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    def confirm(names: list[str]) -> bool:
+        what = (
+            f"{len(names)} students of prefix {args.prefix!r} ({names[0]}..{names[-1]}): roles and databases"
+        )
+        if args.yes:
+            return True
+        if not sys.stdin.isatty():
+            raise InvalidInputError(f"drop would remove {what}; add --yes to do it without being asked")
+        answer = input(f"Drop {what}, their work included? [y/N] ")
+        return answer.strip().lower() in ("y", "yes")
+
+    dropped = drop(dsn, args.prefix, confirm=confirm)
+    if not dropped:
+        print(f"nothing dropped (no students with prefix {args.prefix!r}, or cancelled)", file=out)
+        return 0
+    print(
+        f"dropped {len(dropped)} students ({dropped[0]}..{dropped[-1]}): their sessions, databases and "
+        f"roles. Their roster file is now useless: delete it ({default_roster(args.prefix)} unless you "
+        "chose another).",
+        file=out,
+    )
+    return 0
