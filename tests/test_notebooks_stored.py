@@ -6,6 +6,7 @@ execution count are skipped); this test makes that a failure.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("
 #: The exemption markers, each alone on its comment line (the reason goes on the next line).
 EXEMPT_MARKERS = ("# NBVAL_IGNORE_OUTPUT", "# NBVAL_SKIP")
 EXEMPT_TAGS = {"nbval-ignore-output", "nbval-skip"}
+DOCS_HEADING = "## The PostgreSQL documentation for this notebook"
 
 
 def _code_cells(path: Path) -> list[nbformat.NotebookNode]:
@@ -110,3 +112,10 @@ def test_notebook_teaches(path: Path) -> None:
     assert nb.cells[0].cell_type == "markdown", f"{path.name}: start with a Markdown title"
     assert "exercise" in markdown, f"{path.name}: no exercise"
     assert "what you learned" in markdown, f"{path.name}: no 'What you learned' summary"
+    top = nb.cells[0].source
+    assert re.search(r"\*\*Time:\*\* about \d+ minutes", top), f"{path.name}: no expected time at the top"
+    assert "You will be able to" in top, f"{path.name}: no learning objectives at the top"
+    docs = [c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith(DOCS_HEADING)]
+    assert len(docs) == 1 and "https://www.postgresql.org/docs/" in docs[0], (
+        f"{path.name}: no '{DOCS_HEADING}' cell linking the manual"
+    )
