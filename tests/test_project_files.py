@@ -141,3 +141,13 @@ def test_github_workflow_tests_both_systems_every_python_and_a_server(pyproject:
     assert jobs["server"]["env"]["PGQUEUE_LAB_DSN"].startswith("postgresql://")
     run = "\n".join(str(step.get("run", "")) for job in jobs.values() for step in job["steps"])
     assert "pytest -m wheel tests/test_package.py" in run and "actionlint" in run
+
+
+def test_readme_documents_the_sql_contract_verbatim() -> None:
+    """Producers and consumers in other languages copy these statements from the README: they
+    must be exactly the ones the helper runs."""
+    from pgqueue_lab import sql
+
+    for name in ("ENQUEUE", "CLAIM", "COMPLETE", "FAIL", "HEARTBEAT"):
+        assert f"```sql\n{getattr(sql, name)}\n```" in README, f"README's {name} differs from sql.{name}"
+    assert "claim_token = %(token)s" in README and "`<schema>_jobs`" in README
