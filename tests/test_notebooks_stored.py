@@ -119,3 +119,33 @@ def test_notebook_teaches(path: Path) -> None:
     assert len(docs) == 1 and "https://www.postgresql.org/docs/" in docs[0], (
         f"{path.name}: no '{DOCS_HEADING}' cell linking the manual"
     )
+
+
+#: The widest stored output line a projector shows without wrapping (tables, printed results).
+MAX_WIDTH = 100
+
+
+def _statement_lines() -> set[str]:
+    """Lines of the SQL constants the notebooks print as they are (code, not tables)."""
+    from pgqueue_lab import bench, sql
+
+    texts = [v for m in (sql, bench) for v in vars(m).values() if isinstance(v, str)]
+    return {line.strip() for text in texts for line in text.splitlines()}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_stored_output_fits_a_projector(path: Path) -> None:
+    """No table or printed line wider than MAX_WIDTH characters (a printed SQL constant aside)."""
+    statements = _statement_lines()
+    too_wide = []
+    for n, cell in enumerate(_code_cells(path)):
+        for output in cell.get("outputs", []):
+            texts = [output.get("text", ""), output.get("data", {}).get("text/plain", "")]
+            for text in texts:
+                lines = text.splitlines() if isinstance(text, str) else "".join(text).splitlines()
+                too_wide += [
+                    f"code cell {n}: {len(line)} chars: {line[:60]}..."
+                    for line in lines
+                    if len(line) > MAX_WIDTH and line.strip() not in statements
+                ]
+    assert not too_wide, f"{path.name}: output too wide for a projector:\n" + "\n".join(too_wide)
