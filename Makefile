@@ -1,7 +1,7 @@
 # One command for each routine job. Run inside the project's virtualenv.
 PY ?= python
 
-.PHONY: install demo lab test test-server check package notebooks bench mutate lint format typecheck ci
+.PHONY: install demo lab test test-server check package exercises notebooks bench mutate lint format typecheck ci
 
 install:            ## install the package with everything a contributor needs
 	$(PY) -m pip install -e ".[dev]"
@@ -23,6 +23,9 @@ check:              ## the notebooks as `pgqueue-lab check` runs a teacher's cop
 
 package:            ## build, twine check, install the wheel in a fresh venv, copy and check the course
 	$(PY) -m pytest -m wheel tests/test_package.py
+
+exercises:          ## every exercise's folded solution passes its check (each notebook run again)
+	$(PY) -m pytest -m exercises tests/test_exercises.py
 
 notebooks:          ## re-execute every notebook and store its outputs (after changing one)
 	$(PY) scripts/refresh_notebooks.py

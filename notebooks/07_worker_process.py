@@ -37,7 +37,12 @@ def main() -> None:
 
     print("ready", flush=True)
     worker = Worker(
-        Queue(schema), {"work": work}, batch_size=batch_size, lease=1.0, poll_interval=0.2, name=name
+        Queue(schema),
+        {"work": work},
+        batch_size=batch_size,
+        lease=1.0,
+        poll_interval=0.2,
+        name=name,
     )
     worker.run()
 

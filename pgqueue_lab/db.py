@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import stat
 import tempfile
 import threading
@@ -303,6 +304,25 @@ def embedded_uri() -> str:
 def get_dsn() -> str:
     """Return the DSN to use: ``$PGQUEUE_LAB_DSN`` if set, else the embedded server's."""
     return os.environ.get(DSN_ENV) or embedded_uri()
+
+
+def psql_path() -> Path:
+    """The ``psql`` client the course runs (notebook 12): the one in the embedded server's
+    wheel, so every machine has it, in the same version; else the first ``psql`` on ``PATH``.
+    Any version talks to any server the course supports.
+
+    :raises DatabaseUnavailableError: there is no ``psql`` at all.
+    """
+    try:
+        bundled = Path(_pgserver().utils.POSTGRES_VERSIONS[_pg_major()]) / "psql"
+    except (DatabaseUnavailableError, AttributeError, KeyError):
+        bundled = None
+    if bundled is not None and os.access(bundled, os.X_OK):
+        return bundled
+    found = shutil.which("psql")
+    if found is None:
+        raise DatabaseUnavailableError("no psql client found: install PostgreSQL's client tools")
+    return Path(found)
 
 
 def source() -> str:

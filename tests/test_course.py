@@ -43,9 +43,9 @@ def _edit_markdown(path: Path, text: str) -> None:
     path.write_text(json.dumps(nb, indent=1))
 
 
-def test_the_course_is_every_notebook_and_the_worker_script() -> None:
+def test_the_course_is_every_notebook_and_the_worker_scripts() -> None:
     assert course.source_dir() == NOTEBOOKS  # an editable install copies the checkout's folder
-    expected = {p.name for p in NOTEBOOKS.glob("*.ipynb")} | {"07_worker_process.py"}
+    expected = {p.name for p in NOTEBOOKS.glob("*.ipynb")} | {"07_worker_process.py", "07_seed_worker.py"}
     assert course.course_files() == sorted(expected)
     # Every file in the folder travels: another kind needs a pattern (course.COURSE_PATTERNS)
     # and package data (pyproject.toml), or the installed course would miss it.

@@ -207,3 +207,17 @@ def test_a_lock_directory_taken_by_another_user_is_one_clear_line(tmp_path: Path
     assert len(result.stderr.strip().splitlines()) == 1
     assert f"runtime directory {taken} " in result.stderr
     assert owner in result.stderr and result.stderr.rstrip().endswith(fix)
+
+
+def test_psql_is_found_and_talks_to_the_course_database(dsn: str) -> None:
+    """Notebook 12 runs the SQL contract from psql: the client ships with the embedded wheel."""
+    psql = db.psql_path()
+    assert psql.name == "psql" and psql.exists()
+    result = subprocess.run(
+        [str(psql), "-X", "-q", "-A", "-t", "-c", "SELECT 1 + 1", "-d", dsn],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "2"

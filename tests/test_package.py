@@ -21,6 +21,7 @@ from pgqueue_lab.pytest_plugin import EMBEDDED_FLAG
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+SCRIPTS = ["07_seed_worker.py", "07_worker_process.py"]  # run by notebook 07
 
 pytestmark = pytest.mark.wheel
 
@@ -60,13 +61,13 @@ def test_the_wheel_from_a_fresh_venv_copies_the_course_and_checks_it(tmp_path: P
 
     with zipfile.ZipFile(wheel) as zf:
         in_wheel = set(zf.namelist())
-    for name in [*NOTEBOOKS, "07_worker_process.py"]:
+    for name in [*NOTEBOOKS, *SCRIPTS]:
         assert f"pgqueue_lab/notebooks/{name}" in in_wheel
     for name in ("nbval-sanitize.cfg", "check-pytest.ini", "pytest_plugin.py", "course.py", "check.py"):
         assert f"pgqueue_lab/{name}" in in_wheel
     with tarfile.open(sdist) as tf:
         in_sdist = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
-    for name in [*NOTEBOOKS, "07_worker_process.py"]:
+    for name in [*NOTEBOOKS, *SCRIPTS]:
         assert f"notebooks/{name}" in in_sdist
     for name in ("CHANGELOG.md", "conftest.py", "tests/conftest.py", "pgqueue_lab/nbval-sanitize.cfg"):
         assert name in in_sdist
@@ -96,7 +97,7 @@ def test_the_wheel_from_a_fresh_venv_copies_the_course_and_checks_it(tmp_path: P
     assert out.strip().splitlines()[-1].startswith("Next: jupyter lab")
     copied = learner / course.DEFAULT_DIR
     assert sorted(p.name for p in copied.iterdir() if not p.name.startswith(".")) == sorted(
-        [*NOTEBOOKS, "07_worker_process.py"]
+        [*NOTEBOOKS, *SCRIPTS]
     )
 
     out = _run([str(cli), "check"], cwd=learner, env=env, timeout=900)

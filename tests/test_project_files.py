@@ -153,3 +153,12 @@ def test_docker_compose_serves_a_class_of_30() -> None:
     settings = dict(arg.split("=", 1) for arg in command[command.index("-c") + 1 :: 2])
     needed = 30 * classroom.DEFAULT_CONNECTION_LIMIT + 3 + classroom.TEACHER_CONNECTIONS
     assert int(settings["max_connections"]) >= needed
+
+def test_readme_documents_the_sql_contract_verbatim() -> None:
+    """Producers and consumers in other languages copy these statements from the README: they
+    must be exactly the ones the helper runs."""
+    from pgqueue_lab import sql
+
+    for name in ("ENQUEUE", "CLAIM", "COMPLETE", "FAIL", "HEARTBEAT"):
+        assert f"```sql\n{getattr(sql, name)}\n```" in README, f"README's {name} differs from sql.{name}"
+    assert "claim_token = %(token)s" in README and "`<schema>_jobs`" in README
