@@ -51,9 +51,9 @@ from .errors import ClassroomError, InvalidInputError, QueueError
 Connection = psycopg.Connection[Any]
 
 DEFAULT_PREFIX = "student"
-#: Sessions a student may hold at once: notebook 09 holds about 11 (8 worker threads, their
-#: listener and housekeeper, the notebook's own); notebook 10 about 12 (two worker processes,
-#: a producer, the live view, the notebook).
+#: Sessions a student may hold at once: notebook 09 holds about 12 (8 worker threads, their
+#: heartbeat, housekeeper and listener, the notebook's own); notebook 10 about 14 (two worker
+#: processes of five sessions each, a producer, the live view, the notebook).
 DEFAULT_CONNECTION_LIMIT = 16
 #: Seconds after which an idle open transaction is ended (the session with it).
 DEFAULT_IDLE_TIMEOUT = 300

@@ -154,6 +154,7 @@ def test_docker_compose_serves_a_class_of_30() -> None:
     needed = 30 * classroom.DEFAULT_CONNECTION_LIMIT + 3 + classroom.TEACHER_CONNECTIONS
     assert int(settings["max_connections"]) >= needed
 
+
 def test_readme_documents_the_sql_contract_verbatim() -> None:
     """Producers and consumers in other languages copy these statements from the README: they
     must be exactly the ones the helper runs."""
