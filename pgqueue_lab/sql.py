@@ -322,8 +322,9 @@ LIMIT %(limit)s"""
 
 #: Sessions of this database waiting for a lock (``pg_locks.granted`` false), with the
 #: sessions that block them (``pg_blocking_pids``). Workers that claim with ``SKIP LOCKED``
-#: never appear here; plain ``FOR UPDATE`` makes them queue up (notebook 03). Another role's
-#: query text reads ``<insufficient privilege>``.
+#: never wait here for a row lock (a table lock taken by DDL would still stop them); plain
+#: ``FOR UPDATE`` makes them queue up (notebook 03). Another role's query text reads
+#: ``<insufficient privilege>``.
 WATCH_LOCK_WAITS = """\
 SELECT a.pid, a.application_name, l.locktype, l.mode, pg_blocking_pids(a.pid) AS blocked_by,
        extract(epoch FROM now() - l.waitstart)::float8 AS waiting_for, left(a.query, 60) AS query
