@@ -7,9 +7,7 @@ that records every run, so duplicate executions are counted, not guessed.
 from __future__ import annotations
 
 import os
-import select
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from proxies import SilentDropProxy
 
 from pgqueue_lab import Job, PermanentJobError, Queue, Worker, db, sql
 
@@ -271,68 +269,6 @@ def test_workers_reconnect_after_a_database_restart(private_server: Any) -> None
 
 
 # -- a LISTEN connection that silently stops delivering -----------------------------------
-
-
-class SilentDropProxy:
-    """A TCP proxy to PostgreSQL that can silently stop delivering to LISTENing connections.
-
-    After :meth:`drop`, bytes from the server to any connection that sent ``LISTEN`` are
-    swallowed: the socket stays open and no error is raised, as when a NAT or firewall forgets
-    an idle connection. Only loopback addresses are used.
-    """
-
-    def __init__(self, dsn: str) -> None:
-        params = conninfo_to_dict(dsn)
-        host, port = str(params.get("host") or "/tmp"), str(params.get("port") or "5432")
-        if host.startswith("/"):
-            self.upstream: Any = (socket.AF_UNIX, f"{host}/.s.PGSQL.{port}")
-        else:
-            self.upstream = (socket.AF_INET, (host, int(port)))
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.dsn = make_conninfo(dsn, host="127.0.0.1", port=str(self.server.getsockname()[1]))
-        self.dropped = threading.Event()
-        self.listeners_seen = 0
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def drop(self) -> None:
-        self.dropped.set()
-
-    def close(self) -> None:
-        self.closed = True
-        self.server.close()
-
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            up = socket.socket(self.upstream[0], socket.SOCK_STREAM)
-            up.connect(self.upstream[1])
-            threading.Thread(target=self._pump, args=(client, up), daemon=True).start()
-
-    def _pump(self, client: socket.socket, up: socket.socket) -> None:
-        listening = False
-        try:
-            while not self.closed:
-                readable, _, _ = select.select([client, up], [], [], 0.5)
-                for sock in readable:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    if sock is client:
-                        if b"LISTEN" in data and not listening:
-                            listening = True
-                            self.listeners_seen += 1
-                        up.sendall(data)
-                    elif not (listening and self.dropped.is_set()):
-                        client.sendall(data)
-        except OSError:
-            return
-        finally:
-            client.close()
-            up.close()
 
 
 def test_polling_finds_every_job_after_the_listen_connection_silently_dies(

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -26,7 +24,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from proxies import StallingProxy
+from psycopg.conninfo import make_conninfo
 
 from pgqueue_lab import InvalidInputError, Job, Queue, Worker, WorkerError, db, sql
 
@@ -647,64 +646,6 @@ def test_a_thread_unsure_of_its_lease_asks_before_starting_a_job(
 # -- a connection that stalls in the middle of a write ---------------------------------------
 
 
-class _StallingProxy:
-    """A TCP proxy to PostgreSQL that freezes the first connection sending ``pattern``.
-
-    That connection's bytes are held (not forwarded, not refused) for ``seconds`` (``None``:
-    until :meth:`close`), as when one NAT entry or firewall state expires: the client waits
-    for an answer that does not come, while its other connections work. Loopback only.
-    """
-
-    def __init__(self, dsn: str, pattern: bytes, seconds: float | None) -> None:
-        params = conninfo_to_dict(dsn)
-        host, port = str(params.get("host") or "/tmp"), str(params.get("port") or "5432")
-        self.upstream: Any = (
-            (socket.AF_UNIX, f"{host}/.s.PGSQL.{port}")
-            if host.startswith("/")
-            else (socket.AF_INET, (host, int(port)))
-        )
-        self.pattern, self.seconds = pattern, seconds
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.dsn = make_conninfo(dsn, host="127.0.0.1", port=str(self.server.getsockname()[1]))
-        self.stalled = threading.Event()
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def close(self) -> None:
-        self.closed = True
-        self.server.close()
-
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            up = socket.socket(self.upstream[0], socket.SOCK_STREAM)
-            up.connect(self.upstream[1])
-            threading.Thread(target=self._pump, args=(client, up), daemon=True).start()
-
-    def _pump(self, client: socket.socket, up: socket.socket) -> None:
-        try:
-            while not self.closed:
-                readable, _, _ = select.select([client, up], [], [], 0.2)
-                for sock in readable:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    if sock is client and self.pattern in data and not self.stalled.is_set():
-                        self.stalled.set()
-                        until = None if self.seconds is None else time.monotonic() + self.seconds
-                        while not self.closed and (until is None or time.monotonic() < until):
-                            time.sleep(0.05)
-                    (up if sock is client else client).sendall(data)
-        except OSError:
-            return
-        finally:
-            client.close()
-            up.close()
-
-
 def _ledger_handler(conn_dsn: str, schema: str, who: str, fail_first: set[int]) -> Any:
     record = sql.compose("INSERT INTO {schema}.ledger VALUES (%s, %s, %s)", schema)
 
@@ -733,7 +674,7 @@ def test_a_write_stalled_on_its_connection_loses_and_repeats_nothing(
     )
     ids = queue.enqueue_many(conn, [("t", {})] * 4)
     fail_first = {ids[0]} if stalled == "failure" else set()
-    proxy = _StallingProxy(dsn, pattern, seconds)
+    proxy = StallingProxy(dsn, pattern, seconds)
     a = Worker(queue, {"t": _ledger_handler(dsn, queue.schema, "A", fail_first)}, dsn=proxy.dsn,
                batch_size=4, lease=1.0, retry_delay=0.05, poll_interval=0.2, name="A")  # fmt: skip
     b = Worker(queue, {"t": _ledger_handler(dsn, queue.schema, "B", fail_first)}, dsn=dsn,
