@@ -17,19 +17,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from proxies import SilentDropProxy
+from faults import SilentDropProxy, wait_for
 
 from pgqueue_lab import Job, PermanentJobError, Queue, Worker, db, sql
 
 HERE = Path(__file__).parent
-
-
-def _wait_for(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_backoff_grows_exponentially_within_jitter_bounds(
@@ -161,7 +153,7 @@ def test_killed_worker_processes_lose_no_job(conn: psycopg.Connection[Any], queu
     count = sql.compose("SELECT count(*) FROM {schema}.ledger", queue.schema)
     victims = [_start_worker(queue.schema, f"victim{i}") for i in range(2)]
     try:
-        _wait_for(lambda: conn.execute(count).fetchone()[0] >= 60, 60, "the victims to get going")  # type: ignore[index]
+        wait_for(lambda: conn.execute(count).fetchone()[0] >= 60, 60, "the victims to get going")  # type: ignore[index]
     finally:
         for proc in victims:
             proc.send_signal(signal.SIGKILL)
@@ -171,7 +163,7 @@ def test_killed_worker_processes_lose_no_job(conn: psycopg.Connection[Any], queu
     sessions = psycopg.sql.SQL("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE {}").format(
         psycopg.sql.Literal(f"{queue.schema}-victim%")
     )
-    _wait_for(lambda: conn.execute(sessions).fetchone() == (0,), 30, "the victims' sessions to end")
+    wait_for(lambda: conn.execute(sessions).fetchone() == (0,), 30, "the victims' sessions to end")
     in_flight = conn.execute(
         sql.compose("SELECT count(*) FROM {schema}.jobs WHERE status = 'running'", queue.schema)
     ).fetchone()[0]  # type: ignore[index]
@@ -254,11 +246,11 @@ def test_workers_reconnect_after_a_database_restart(private_server: Any) -> None
     worker = Worker(queue, {"work": work}, dsn=dsn, threads=4, batch_size=5, lease=1.0, poll_interval=0.2)
     worker.start()
     try:
-        _wait_for(lambda: len(executed) >= 50, 60, "the worker to get going")
+        wait_for(lambda: len(executed) >= 50, 60, "the worker to get going")
         restart()
         restarted_at = len(executed)
         with db.connect(dsn) as conn:
-            _wait_for(lambda: queue.status_counts(conn)[2] == ("completed", jobs), 120, "every job completed")
+            wait_for(lambda: queue.status_counts(conn)[2] == ("completed", jobs), 120, "every job completed")
             counts = queue.status_counts(conn)
     finally:
         worker.stop(timeout=30)
@@ -281,10 +273,10 @@ def test_polling_finds_every_job_after_the_listen_connection_silently_dies(
     )
     worker.start()
     try:
-        _wait_for(lambda: proxy.listeners_seen >= 1, 10, "the worker to LISTEN")
+        wait_for(lambda: proxy.listeners_seen >= 1, 10, "the worker to LISTEN")
         proxy.drop()
         ids = [queue.enqueue(conn, "t", {"n": i}) for i in range(20)]
-        _wait_for(lambda: len(done) >= 20, 30, "polling to find every job")
+        wait_for(lambda: len(done) >= 20, 30, "polling to find every job")
     finally:
         worker.stop(timeout=10)
         proxy.close()

@@ -24,20 +24,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from proxies import StallingProxy
+from faults import StallingProxy, wait_for
 from psycopg.conninfo import make_conninfo
 
 from pgqueue_lab import InvalidInputError, Job, Queue, Worker, WorkerError, db, sql
 
 HERE = Path(__file__).parent
-
-
-def _wait_for(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def _run_in_thread(worker: Worker, timeout: float) -> Any:
@@ -153,7 +145,7 @@ def test_a_paused_worker_resumed_after_rescue_cannot_touch_the_jobs(
         "--first-run-sleeps", "3",
     )  # fmt: skip
     try:
-        _wait_for(lambda: len(conn.execute(ledger).fetchall()) == 1, 30, "A to start its first job")
+        wait_for(lambda: len(conn.execute(ledger).fetchall()) == 1, 30, "A to start its first job")
         paused.send_signal(signal.SIGSTOP)  # A holds 3 jobs and is frozen inside the first
         # B rescues the three after A's lease lapses and runs them, 0.5 s each (attempt 2).
         record = sql.compose("INSERT INTO {schema}.ledger VALUES (%s, 'B', %s)", queue.schema)
@@ -176,7 +168,7 @@ def test_a_paused_worker_resumed_after_rescue_cannot_touch_the_jobs(
         runs_b: list[int] = []
         done = threading.Event()
         threading.Thread(target=lambda: (rescuer.run(), done.set()), daemon=True).start()
-        _wait_for(lambda: len(runs_b) >= 1, 30, "B to rescue and start the jobs")
+        wait_for(lambda: len(runs_b) >= 1, 30, "B to rescue and start the jobs")
         paused.send_signal(signal.SIGCONT)  # A wakes while B runs the jobs A had claimed
         assert done.wait(60), "B did not finish"
         out, _ = paused.communicate(timeout=60)
@@ -368,7 +360,7 @@ def test_a_write_the_database_refuses_blocks_nothing_else(
     worker = Worker(queue, handlers, dsn=dsn, threads=2, batch_size=6, lease=0.5, name="w")
     worker.start()
     try:
-        _wait_for(lambda: _statuses(conn, queue)[ids[-1]][0] == "completed", 20, "the long job")
+        wait_for(lambda: _statuses(conn, queue)[ids[-1]][0] == "completed", 20, "the long job")
     finally:
         worker.stop(timeout=10)
     statuses = _statuses(conn, queue)
@@ -386,7 +378,7 @@ def test_start_refuses_while_the_previous_run_is_still_stopping(
     worker = Worker(queue, {"t": lambda job: release.wait(10)}, dsn=dsn)
     worker.start()
     try:
-        _wait_for(lambda: queue.status_counts(conn)[1] == ("running", 1), 10, "the job to start")
+        wait_for(lambda: queue.status_counts(conn)[1] == ("running", 1), 10, "the job to start")
         worker.stop(timeout=0.1)  # returns at once; the thread is still in its handler
         with pytest.raises(WorkerError, match="still running or stopping: call join"):
             worker.start()
@@ -498,7 +490,7 @@ def test_a_retry_after_a_timeout_starts_before_the_poll_interval(
     )
     worker.start()
     try:
-        _wait_for(lambda: len(starts) >= 2, 15, "the retry to start")
+        wait_for(lambda: len(starts) >= 2, 15, "the retry to start")
     finally:
         worker.stop(timeout=10)
     (a1, t1), (a2, t2) = starts
@@ -525,7 +517,7 @@ def test_jobs_released_by_a_stopping_worker_wake_another(
         time.sleep(0.5)
         stopped_at = time.monotonic()
         stopping.stop(timeout=10)  # finishes the job in hand, releases the other four
-        _wait_for(lambda: queue.status_counts(conn)[2] == ("completed", 5), 15, "every job to run")
+        wait_for(lambda: queue.status_counts(conn)[2] == ("completed", 5), 15, "every job to run")
     finally:
         other.stop(timeout=10)
     assert (stopping.stats.total_completed, len(taken)) == (1, 4)
@@ -624,7 +616,7 @@ def test_a_thread_unsure_of_its_lease_asks_before_starting_a_job(
             time.sleep(0.5)
             with db.connect(dsn) as other:
                 # (W's own housekeeper may be the one that rescues them)
-                _wait_for(
+                wait_for(
                     lambda: queue.rescue(other) is None or queue.status_counts(other)[0] == ("pending", 2),
                     10,
                     "the rescue",
@@ -635,7 +627,7 @@ def test_a_thread_unsure_of_its_lease_asks_before_starting_a_job(
     worker = _NoHeartbeatWorker(queue, {"t": handler}, dsn=dsn, batch_size=2, lease=0.3, name="W")
     worker.start()
     try:
-        _wait_for(lambda: len(runs) >= 3, 10, "B to take the jobs")
+        wait_for(lambda: len(runs) >= 3, 10, "B to take the jobs")
         time.sleep(0.5)  # W's thread decides about the second job now
     finally:
         worker.stop(timeout=10)
@@ -683,7 +675,7 @@ def test_a_write_stalled_on_its_connection_loses_and_repeats_nothing(
     try:
         assert proxy.stalled.wait(10), "the write never happened"
         b.start()
-        _wait_for(lambda: queue.status_counts(conn)[2] == ("completed", 4), 30, "every job completed")
+        wait_for(lambda: queue.status_counts(conn)[2] == ("completed", 4), 30, "every job completed")
         time.sleep(1.5)  # a rerun, if any, would start now
     finally:
         b.stop(timeout=10)
@@ -783,7 +775,7 @@ def test_a_refused_heartbeat_blocks_no_other_job(
     worker = Worker(queue, {"quick": work, "long": work}, dsn=dsn, batch_size=2, lease=0.6, poll_interval=0.2)
     worker.start()
     try:
-        _wait_for(lambda: _statuses(conn, queue)[long][0] == "completed", 30, "the long job")
+        wait_for(lambda: _statuses(conn, queue)[long][0] == "completed", 30, "the long job")
     finally:
         worker.stop(timeout=10)
     assert lease_valid[:1] == [True], "the long job's lease was not renewed"
@@ -804,7 +796,7 @@ def test_a_refused_rescue_blocks_no_other_rescue(
     worker = Worker(queue, {"t": lambda job: runs.update([job.id])}, dsn=dsn, lease=1.0, poll_interval=0.2)
     worker.start()
     try:
-        _wait_for(lambda: _statuses(conn, queue)[lost][0] == "completed", 20, "the lost job to be rescued")
+        wait_for(lambda: _statuses(conn, queue)[lost][0] == "completed", 20, "the lost job to be rescued")
     finally:
         worker.stop(timeout=10)
     assert dict(runs) == {lost: 1}

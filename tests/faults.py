@@ -1,4 +1,5 @@
-"""TCP proxies to PostgreSQL that misbehave on purpose, for the fault tests (loopback only).
+"""Helpers of the fault tests: :func:`wait_for` a condition, and TCP proxies to PostgreSQL that
+misbehave on purpose (loopback only).
 
 :class:`Proxy` relays every connection made to :attr:`Proxy.dsn` to the real server, one pair of
 sockets per connection; a subclass decides, chunk by chunk, what to pass on
@@ -14,6 +15,15 @@ import time
 from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+
+def wait_for(condition: Any, timeout: float, what: str) -> None:
+    """Poll ``condition()`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
 
 
 class Proxy:
