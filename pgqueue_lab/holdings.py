@@ -216,7 +216,11 @@ class Holdings:
         refuses is retried job by job; a job whose own heartbeat is refused counts as held (it
         is not ours to give up: its lease runs out, and a rescue decides)."""
         try:
-            return set(self.queue.heartbeat(conn, jobs, self.lease))
+            renewed = set(self.queue.heartbeat(conn, jobs, self.lease))
+            skipped = [job for job in jobs if job.id not in renewed]
+            # Not renewed: rescued from us, or locked by another transaction (skipped). Only
+            # the first is lost; the second keeps its place and is renewed once unlocked.
+            return renewed | (set(self.queue.held(conn, skipped)) if skipped else set())
         except psycopg.Error as exc:
             if not refused(exc):
                 raise

@@ -354,8 +354,9 @@ class Queue:
     def heartbeat(self, conn: Connection, jobs: Iterable[Job], lease: float) -> list[int]:
         """Extend the lease of claimed jobs by ``lease`` seconds from now (database clock).
 
-        Returns the ids still held; a missing id was rescued from this run (its lease expired),
-        so it must not be started, and its result will not be recorded.
+        Returns the ids renewed. A missing id was rescued from this run (its lease expired; it
+        must not be started, its result will not be recorded), or its row is locked by another
+        transaction right now and was skipped: :meth:`held` tells which.
         """
         lease = validate.seconds(lease, "lease")
         groups, held = _by_claim(jobs, "heartbeat"), []
@@ -363,6 +364,20 @@ class Queue:
             for token, ids in groups.items():
                 params = {"ids": ids, "token": token, "lease": lease}
                 held += [int(r[0]) for r in conn.execute(self._q(sql.HEARTBEAT), params).fetchall()]
+        return sorted(held)
+
+    def held(self, conn: Connection, jobs: Iterable[Job]) -> list[int]:
+        """Ids of ``jobs`` still running under the claim that took them (a plain read: it waits
+        for no lock, and renews nothing).
+
+        A heartbeat skips rows another transaction has locked; ask this about the jobs it did
+        not return before treating them as rescued.
+        """
+        groups, held = _by_claim(jobs, "held"), []
+        with self._tx(conn, statements=len(groups)):
+            for token, ids in groups.items():
+                rows = conn.execute(self._q(sql.HELD), {"ids": ids, "token": token}).fetchall()
+                held += [int(r[0]) for r in rows]
         return sorted(held)
 
     def rescue(self, conn: Connection, ids: Iterable[int] | None = None) -> list[tuple[int, str]]:

@@ -173,7 +173,8 @@ SELECT id FROM released, (SELECT count(*) FROM announced) AS sent ORDER BY id"""
 #: renewed: a missing one was rescued from this run (its lease lapsed) and must not be started.
 #: ``SKIP LOCKED``: a row locked by a statement still running (this worker's own slow write of
 #: its outcome, say) is skipped, not waited for, so one slow row cannot hold up the heartbeat of
-#: the others; while it stays locked, no rescue can take it either.
+#: the others; while it stays locked, no rescue can take it either. A row locked by another
+#: transaction is skipped too: :data:`HELD` then tells the worker it is still its own.
 HEARTBEAT = """\
 WITH mine AS (
     SELECT id FROM {schema}.jobs
@@ -185,6 +186,14 @@ SET locked_until = now() + make_interval(secs => %(lease)s)
 FROM mine
 WHERE j.id = mine.id
 RETURNING j.id"""
+
+#: Which of one claim's jobs it still holds, by a plain read that waits for no lock. Asked
+#: about the jobs a heartbeat did not renew: a row another transaction has locked (an admin's
+#: ``SELECT ... FOR UPDATE``, a cancel not yet committed) was skipped, not taken from this run.
+HELD = """\
+SELECT id FROM {schema}.jobs
+WHERE id = ANY(%(ids)s) AND status = 'running' AND claim_token = %(token)s
+ORDER BY id"""
 
 #: Rescue jobs whose lease expired: their worker crashed, hung or lost its connection.
 #: The lost run counts as an attempt: with attempts left the job is pending again at once (and

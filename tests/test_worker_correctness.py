@@ -816,3 +816,41 @@ def test_a_batch_write_longer_than_statement_timeout_is_written_job_by_job(
     _run_in_thread(worker, 60)
     assert dict(runs) == {i: 1 for i in ids}
     assert _statuses(conn, queue) == {i: ("completed", 1) for i in ids}
+
+
+def test_a_row_lock_held_by_another_transaction_loses_no_job(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    """Another transaction locks a finished job's row (an admin's ``SELECT ... FOR UPDATE``, a
+    cancel that is then rolled back) for longer than a heartbeat period. The heartbeat skips the
+    locked row (``SKIP LOCKED``); that must not read as "rescued from us": the job's completion
+    waits in the batch, and forgetting it would let its lease lapse and the job run again."""
+    ids = queue.enqueue_many(conn, [{"type": "t", "payload": {"n": n}} for n in range(2)])
+    runs: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    def handler(job: Job) -> None:
+        with lock:
+            runs[job.payload["n"]] += 1
+        if job.payload["n"] == 1:
+            time.sleep(3.5)  # keeps the batch open: job 0's completion waits for the batch's end
+
+    # Heartbeats every second (lease / 3); the lock below outlasts one, not the lease.
+    worker = Worker(queue, {"t": handler}, dsn=dsn, threads=1, batch_size=2, lease=3.0, poll_interval=0.1)
+    worker.start()
+    try:
+        wait_for(lambda: runs[0] == 1 and runs[1] == 1, 10, "both handlers started")
+        with db.connect(dsn) as other:
+            other.execute("BEGIN")
+            row = sql.compose("SELECT status FROM {schema}.jobs WHERE id = %(id)s FOR UPDATE", queue.schema)
+            assert other.execute(row, {"id": ids[0]}).fetchone() == ("running",)
+            time.sleep(1.5)  # at least one heartbeat finds the row locked
+            other.execute("ROLLBACK")
+        done = {ids[0]: ("completed", 1), ids[1]: ("completed", 1)}
+        wait_for(lambda: _statuses(conn, queue) == done, 10, "both jobs completed")
+        time.sleep(3.5)  # past a lease: a forgotten job would be rescued and run again by now
+    finally:
+        worker.stop(timeout=10)
+    assert dict(runs) == {0: 1, 1: 1}, f"executions per job: {dict(sorted(runs.items()))}"
+    assert _statuses(conn, queue) == {ids[0]: ("completed", 1), ids[1]: ("completed", 1)}
+    assert worker.stats.lost == 0
