@@ -470,3 +470,31 @@ def compose_utility(
     names: dict[str, _sql.Composable] = {key: _sql.Identifier(value) for key, value in identifiers.items()}
     names.update({key: _sql.Literal(value) for key, value in (literals or {}).items()})
     return _sql.SQL(statement).format(**names)
+
+
+# -- the queue's health (pgqueue_lab.health, notebook 15) -------------------------------------
+
+#: The session of this database whose open transaction holds back vacuum the longest: the
+#: older of its snapshot (``backend_xmin``: REPEATABLE READ, SERIALIZABLE, a running statement,
+#: an open cursor) and its own transaction id (``backend_xid``: it wrote or locked a row), by
+#: ``age()`` in transactions, with how long its transaction has been open and its state. Rows
+#: that died after that point cannot be removed by vacuum while it stays open. (Replication
+#: slots and prepared transactions hold back the horizon too; they are not counted here.)
+HEALTH_OLDEST_SNAPSHOT = """\
+SELECT pid, application_name, state,
+       greatest(age(backend_xmin), age(backend_xid)) AS xmin_age,
+       extract(epoch FROM now() - xact_start)::float8 AS open_for
+FROM pg_stat_activity
+WHERE datname = current_database()
+  AND pid <> pg_backend_pid()
+  AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL)
+ORDER BY greatest(age(backend_xmin), age(backend_xid)) DESC, xact_start, pid
+LIMIT 1"""
+
+#: Pending jobs, and how long the due job that has waited longest has been due (seconds since
+#: its ``run_at``; NULL if none is due). A job scheduled for later is not late.
+HEALTH_BACKLOG = """\
+SELECT count(*) AS pending,
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now()))::float8 AS oldest_due
+FROM {schema}.jobs
+WHERE status = 'pending'"""
