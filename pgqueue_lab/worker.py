@@ -44,6 +44,7 @@ from . import db, validate
 from .errors import DatabaseUnavailableError, InvalidInputError, PermanentJobError, WorkerError
 from .holdings import CONNECTION_ERRORS, Batch, Holdings, WorkerStats, describe, refused
 from .queue import Connection, Job, Queue
+from .retention import Retention, Schedule
 
 __all__ = ["Handler", "Worker", "WorkerStats"]
 
@@ -85,6 +86,9 @@ class Worker:
         its batch is recorded or released at once.
     :param retry_delay: base of the exponential backoff between attempts, in seconds.
     :param max_delay: the longest backoff, in seconds.
+    :param retention: move or delete finished jobs on a schedule (see
+        :class:`~pgqueue_lab.retention.Retention`): the housekeeper runs it every
+        ``retention.every`` seconds. Default: finished jobs stay in ``jobs``.
     """
 
     def __init__(
@@ -103,6 +107,7 @@ class Worker:
         timeouts: Mapping[str, float] | None = None,
         retry_delay: float = 1.0,
         max_delay: float = 300.0,
+        retention: Retention | None = None,
     ) -> None:
         if not isinstance(queue, Queue):
             raise InvalidInputError(f"queue must be a Queue, got {type(queue).__name__}: {queue!r}")
@@ -129,6 +134,7 @@ class Worker:
         self.retry_delay = validate.seconds(retry_delay, "retry_delay")
         self.max_delay = validate.seconds(max_delay, "max_delay")
         self.dsn = dsn or db.get_dsn()
+        self.retention = None if retention is None else Schedule(queue, retention)
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._workers_done = threading.Event()
@@ -411,7 +417,7 @@ class Worker:
     def _housekeeper(self) -> None:
         """Take over overrunning or stalled batches, record what it took over, rescue other
         workers' jobs. Each step runs even if another failed."""
-        self._helper_loop("housekeeper", (self._take_over, self._record_orphans, self._rescue),
+        self._helper_loop("housekeeper", (self._take_over, self._record_orphans, self._rescue, self._retain),
                           final=(self._record_orphans,))  # fmt: skip
         left = self._holdings.orphans.held()
         if left:
@@ -475,6 +481,10 @@ class Worker:
             with self._lock:
                 self.stats.rescued += len(rescued)
             self._notify_all()
+
+    def _retain(self, conn: Connection) -> None:
+        if self.retention is not None:
+            self.retention.step(conn)
 
     def _record_orphans(self, conn: Connection) -> None:
         self._holdings.record_orphans(conn, f"{self.name}-housekeeper")
