@@ -270,3 +270,53 @@ def test_archiving_races_workers_retries_and_requeues(
     assert [i for i in ids if fate[i] == "dead" and i not in requeued], (
         "the race never archived a dead letter"
     )
+
+
+def test_two_housekeepers_archive_into_partitions_at_once(
+    conn: psycopg.Connection[Any], queue: Queue, dsn: str
+) -> None:
+    """Two workers, each with the retention setting, archive into a partitioned archive with a
+    partition per second (many partitions made while both run): runs take turns, no partition
+    is made twice, every job ends in the archive exactly once."""
+    retention.create_archive(conn, queue, period=1)
+    policy = Retention(keep=0, every=0.01, batch=13, statuses=("completed", "failed"))
+    ran: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    def handle(job: Any) -> None:
+        with lock:
+            ran[job.id] += 1
+        time.sleep(0.002)
+
+    workers = [
+        Worker(
+            queue,
+            {"email": handle},
+            dsn=dsn,
+            threads=2,
+            batch_size=3,
+            lease=5,
+            retention=policy,
+            name=f"w{n}",
+        )
+        for n in range(2)
+    ]
+    for w in workers:
+        w.start()
+    try:
+        ids: list[int] = []
+        for _ in range(6):  # jobs finishing over a few seconds: several partitions
+            ids += queue.enqueue_many(conn, [("email", {"n": n}) for n in range(40)])
+            time.sleep(0.4)
+        wait_for(lambda: len(_ids(conn, queue, "jobs_archive")) == len(ids), 60, "every job archived")
+    finally:
+        for w in workers:
+            w.stop(timeout=30)
+    assert not any(w.stats.errors for w in workers)
+    archived = _ids(conn, queue, "jobs_archive")
+    assert sorted(archived) == ids and _ids(conn, queue, "jobs") == {}
+    assert set(archived.values()) == {"completed"} and ran == Counter(ids)
+    parts = retention.partitions(conn, queue)
+    assert len(parts) >= 2 and len({name for name, *_ in parts}) == len(parts)
+    moved = sum(w.retention.moved for w in workers if w.retention is not None)
+    assert moved == len(ids)
