@@ -648,3 +648,30 @@ LEFT JOIN (SELECT id, status FROM {schema}.jobs
            SELECT id, status FROM {schema}.jobs_archive) AS j ON j.status = s.status
 GROUP BY s.status, s.n
 ORDER BY s.n"""
+
+# -- wake-ups: enqueue without NOTIFY, the start-up self-check (pgqueue_lab.wakeups, nb 17) ---
+
+#: ENQUEUE without the announcement (``enqueue(..., notify=False)``): polling workers find the
+#: job, and the commit takes no server-wide NOTIFY lock.
+ENQUEUE_QUIET = """\
+INSERT INTO {schema}.jobs (queue, type, payload, priority, run_at, max_attempts)
+VALUES (%(queue)s, %(type)s, %(payload)s::jsonb, %(priority)s,
+        now() + make_interval(secs => %(delay)s), %(max_attempts)s)
+RETURNING id"""
+
+#: ENQUEUE_MANY without the announcement (``enqueue_many(..., notify=False)``). Keep the two in
+#: step: only the ``announced`` part differs.
+ENQUEUE_MANY_QUIET = """\
+INSERT INTO {schema}.jobs (queue, type, payload, priority, run_at, max_attempts)
+SELECT job->>'queue', job->>'type', job->'payload', (job->>'priority')::int,
+       now() + make_interval(secs => (job->>'delay')::float8), (job->>'max_attempts')::int
+FROM jsonb_array_elements(%(jobs)s::jsonb) WITH ORDINALITY AS t(job, n)
+ORDER BY n
+RETURNING id"""
+
+#: A listening session sends itself a notification on the queue's channel: if it does not come
+#: back, notifications do not reach this connection (a pooler in transaction mode, a proxy).
+SELF_CHECK_NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
+
+#: How full the server's notification queue is, from 0 to 1.
+NOTIFICATION_QUEUE_USAGE = "SELECT pg_notification_queue_usage()"
