@@ -40,7 +40,8 @@ def self_check(
     logs a warning that wake-ups fall back to polling (every ``poll_interval`` seconds).
 
     Other notifications that arrive meanwhile are read and dropped (a worker claims at start
-    anyway).
+    anyway). It ends by running ``LISTEN`` again (a no-op), so ``pg_stat_activity.query`` of
+    the session shows ``LISTEN`` as before.
 
     :raises InvalidInputError: ``timeout`` is unusable.
     :raises psycopg.OperationalError: the connection is lost.
@@ -49,9 +50,14 @@ def self_check(
     payload = f"{PROBE_PREFIX}{secrets.token_hex(6)}"
     conn.execute(sql.SELF_CHECK_NOTIFY, {"channel": queue.channel, "payload": payload})
     deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        if any(n.payload == payload for n in conn.notifies(timeout=left, stop_after=1)):
-            return True
+    arrived = False
+    while not arrived and (left := deadline - time.monotonic()) > 0:
+        arrived = any(n.payload == payload for n in conn.notifies(timeout=left, stop_after=1))
+    # LISTEN again (a no-op): the session's last statement in pg_stat_activity reads LISTEN once
+    # more, as a tool that watches for listening sessions expects (pgqueue-lab bench does).
+    queue.listen(conn)
+    if arrived:
+        return True
     every = "" if poll_interval is None else f" every {poll_interval:g} s"
     _log.warning(
         "the LISTEN connection of queue %s did not receive its own NOTIFY within %g s: wake-ups "
