@@ -7,6 +7,9 @@ The helper module behind the notebooks, one concept per file:
 - :mod:`pgqueue_lab.queue` - create, enqueue, claim, complete, fail, wait; leases, dead letters
 - :mod:`pgqueue_lab.worker` - threads running handlers by job type, with a housekeeper
 - :mod:`pgqueue_lab.holdings` - what a worker holds until each outcome is recorded
+- :mod:`pgqueue_lab.health` - is the queue healthy: the oldest open snapshot, dead rows, backlog
+- :mod:`pgqueue_lab.retention` - finished jobs leave the hot table: archive, prune, partitions
+- :mod:`pgqueue_lab.wakeups` - does NOTIFY reach the worker? the start-up self-check
 - :mod:`pgqueue_lab.report` - the queue's state as pandas DataFrames
 - :mod:`pgqueue_lab.bench` - the benchmark behind ``pgqueue-lab bench``
 - :mod:`pgqueue_lab.validate` / :mod:`pgqueue_lab.errors` - bad input stops before the database

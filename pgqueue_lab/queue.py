@@ -194,6 +194,7 @@ class Queue:
         priority: int = 0,
         delay: float = 0.0,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        notify: bool = True,
     ) -> int:
         """Insert one job and NOTIFY the channel, in one transaction. Returns the job id.
 
@@ -201,20 +202,28 @@ class Queue:
         :param payload: any JSON-serialisable value, stored as ``jsonb`` (``None`` means ``{}``).
         :param delay: seconds from now (database clock) before the job may be claimed.
         :param max_attempts: how many times the job may run before it stays ``failed``.
+        :param notify: announce the job (``NOTIFY``). ``False``: workers find it when they poll
+            (``Worker(..., listen=False)``); the commit then takes no server-wide lock.
         :raises InvalidInputError: before anything is sent, if an argument is unusable.
         """
         params = self._job_params(NewJob(type, payload, queue, priority, delay, max_attempts), None)
+        params["channel"] = self.channel
         with self._tx(conn):
-            row = conn.execute(self._q(sql.ENQUEUE), {**params, "channel": self.channel}).fetchone()
+            row = conn.execute(self._q(sql.ENQUEUE if notify else sql.ENQUEUE_QUIET), params).fetchone()
         assert row is not None
         return int(row[0])
 
     def enqueue_many(
-        self, conn: Connection, jobs: Iterable[NewJob | tuple[Any, ...] | Mapping[str, Any]]
+        self,
+        conn: Connection,
+        jobs: Iterable[NewJob | tuple[Any, ...] | Mapping[str, Any]],
+        *,
+        notify: bool = True,
     ) -> list[int]:
         """Insert many jobs in one statement (one round trip) and NOTIFY once per queue.
 
         :param jobs: :class:`NewJob` objects, ``(type, payload)`` tuples or dicts of NewJob fields.
+        :param notify: announce the jobs (``False``: polling workers find them).
         :returns: the new ids, in the order given.
         :raises InvalidInputError: naming the first bad job; nothing is inserted.
         """
@@ -223,7 +232,8 @@ class Queue:
             return []
         params = {"jobs": validate.batch_json(rows), "channel": self.channel}
         with self._tx(conn):
-            return [int(r[0]) for r in conn.execute(self._q(sql.ENQUEUE_MANY), params).fetchall()]
+            statement = sql.ENQUEUE_MANY if notify else sql.ENQUEUE_MANY_QUIET  # announced or not
+            return sorted(int(r[0]) for r in conn.execute(self._q(statement), params).fetchall())
 
     @staticmethod
     def _job_params(job: NewJob, index: int | None, *, check_payload: bool = True) -> dict[str, Any]:

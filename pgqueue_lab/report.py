@@ -22,16 +22,25 @@ def frame(conn: Connection, query: Any, params: Any = None) -> pd.DataFrame:
     return df
 
 
+def _archived(conn: Connection, queue: Queue) -> bool:
+    return conn.execute(sql.ARCHIVE_KIND, {"schema": queue.schema}).fetchone() is not None
+
+
 def jobs_frame(conn: Connection, queue: Queue, columns: list[str] | None = None) -> pd.DataFrame:
-    """Every job, ordered by id, indexed by id. ``columns`` picks columns (default: all)."""
-    df: pd.DataFrame = frame(conn, sql.compose(sql.LIST_JOBS, queue.schema)).set_index("id")
+    """Every job, ordered by id, indexed by id. ``columns`` picks columns (default: all).
+
+    Jobs moved to the queue's archive (:mod:`pgqueue_lab.retention`) are included."""
+    statement = sql.LIST_JOBS_WITH_ARCHIVE if _archived(conn, queue) else sql.LIST_JOBS
+    df: pd.DataFrame = frame(conn, sql.compose(statement, queue.schema)).set_index("id")
     if columns:
         df = df.loc[:, columns]
     return df
 
 
 def status_frame(conn: Connection, queue: Queue) -> pd.DataFrame:
-    """Jobs per status, every status listed (zero included), in lifecycle order."""
-    query = sql.compose(sql.STATUS_COUNTS, queue.schema)
+    """Jobs per status, every status listed (zero included), in lifecycle order; archived jobs
+    (:mod:`pgqueue_lab.retention`) count too."""
+    statement = sql.STATUS_COUNTS_WITH_ARCHIVE if _archived(conn, queue) else sql.STATUS_COUNTS
+    query = sql.compose(statement, queue.schema)
     df: pd.DataFrame = frame(conn, query, {"statuses": list(sql.STATUSES)}).set_index("status")
     return df

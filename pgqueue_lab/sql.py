@@ -479,3 +479,208 @@ def compose_utility(
     names: dict[str, _sql.Composable] = {key: _sql.Identifier(value) for key, value in identifiers.items()}
     names.update({key: _sql.Literal(value) for key, value in (literals or {}).items()})
     return _sql.SQL(statement).format(**names)
+
+
+# -- the queue's health (pgqueue_lab.health, notebook 15) -------------------------------------
+
+#: The session of this database whose open transaction holds back vacuum the longest: the
+#: older of its snapshot (``backend_xmin``: REPEATABLE READ, SERIALIZABLE, a running statement,
+#: an open cursor) and its own transaction id (``backend_xid``: it wrote or locked a row), by
+#: ``age()`` in transactions, with how long its transaction has been open and its state. Rows
+#: that died after that point cannot be removed by vacuum while it stays open. (Replication
+#: slots and prepared transactions hold back the horizon too; they are not counted here.)
+HEALTH_OLDEST_SNAPSHOT = """\
+SELECT pid, application_name, state,
+       greatest(age(backend_xmin), age(backend_xid)) AS xmin_age,
+       extract(epoch FROM now() - xact_start)::float8 AS open_for
+FROM pg_stat_activity
+WHERE datname = current_database()
+  AND pid <> pg_backend_pid()
+  AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL)
+ORDER BY greatest(age(backend_xmin), age(backend_xid)) DESC, xact_start, pid
+LIMIT 1"""
+
+#: Pending jobs, and how long the due job that has waited longest has been due (seconds since
+#: its ``run_at``; NULL if none is due). A job scheduled for later is not late.
+HEALTH_BACKLOG = """\
+SELECT count(*) AS pending,
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now()))::float8 AS oldest_due
+FROM {schema}.jobs
+WHERE status = 'pending'"""
+
+# -- retention: finished jobs leave the hot table (pgqueue_lab.retention, notebook 16) -------
+
+#: The archive: the jobs table's columns (``LIKE`` copies names, types and NOT NULL, not the
+#: identity, defaults or checks), plus when each row was archived. Plain, keyed by ``id``.
+CREATE_ARCHIVE = """\
+CREATE TABLE IF NOT EXISTS {schema}.jobs_archive (
+    LIKE {schema}.jobs,
+    archived_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (id)
+)"""
+
+#: The archive partitioned by ``finished_at`` (one partition per period, made by
+#: :func:`pgqueue_lab.retention.archive` as needed): an old period leaves with ``DROP TABLE``,
+#: no row by row ``DELETE``, no dead rows. A primary key of a partitioned table must include the
+#: partition key.
+CREATE_ARCHIVE_PARTITIONED = """\
+CREATE TABLE IF NOT EXISTS {schema}.jobs_archive (
+    LIKE {schema}.jobs,
+    archived_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (id, finished_at)
+) PARTITION BY RANGE (finished_at)"""
+
+#: One partition of the archive: rows finished from ``start`` (included) to ``end`` (excluded).
+CREATE_ARCHIVE_PARTITION = """\
+CREATE TABLE IF NOT EXISTS {schema}.{partition}
+    PARTITION OF {schema}.jobs_archive FOR VALUES FROM ({start}) TO ({end})"""
+
+#: A partitioned archive remembers its period (seconds) in its comment.
+ARCHIVE_COMMENT = "COMMENT ON TABLE {schema}.jobs_archive IS {comment}"
+
+#: Does the archive exist, is it partitioned, and its comment? (No row: no archive.)
+ARCHIVE_KIND = """\
+SELECT c.relkind = 'p', obj_description(c.oid, 'pg_class')
+FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND c.relname = 'jobs_archive'"""
+
+#: Retention runs of one queue take turns (two workers' housekeepers, say): a transaction-level
+#: advisory lock on the queue's name, released at commit or rollback.
+RETENTION_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))"
+
+#: The periods (start times, as seconds since the epoch) of the finished jobs the next
+#: ARCHIVE would take: the partitions it needs.
+ARCHIVE_PERIODS = """\
+SELECT DISTINCT floor(extract(epoch FROM finished_at) / %(period)s)::bigint * %(period)s
+FROM {schema}.jobs
+WHERE status = ANY(%(statuses)s::text[])
+  AND finished_at < now() - make_interval(secs => %(older_than)s)
+ORDER BY 1"""
+
+#: Move finished jobs (finished more than ``older_than`` seconds ago) from ``jobs`` to
+#: ``jobs_archive`` in one statement, so each job is in exactly one of them at any moment.
+#: ``FOR UPDATE SKIP LOCKED`` leaves alone a row another transaction holds (a ``requeue`` of a
+#: dead letter, say); a row changed meanwhile is checked again (the status condition is
+#: repeated in the DELETE), so nothing that stopped being finished is moved. The rows are
+#: chosen in a ``MATERIALIZED`` CTE, run exactly once: written as ``WHERE id IN (SELECT ...
+#: LIMIT n FOR UPDATE SKIP LOCKED)``, the planner may run the subquery again for each row and
+#: take more than ``n`` rows (the tests caught it doing so).
+ARCHIVE = """\
+WITH doomed AS MATERIALIZED (
+    SELECT id FROM {schema}.jobs
+    WHERE status = ANY(%(statuses)s::text[])
+      AND finished_at < now() - make_interval(secs => %(older_than)s)
+    ORDER BY finished_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), moved AS (
+    DELETE FROM {schema}.jobs AS j
+    USING doomed
+    WHERE j.id = doomed.id AND j.status = ANY(%(statuses)s::text[])
+    RETURNING j.*
+)
+INSERT INTO {schema}.jobs_archive (
+    id, queue, type, payload, status, priority, run_at, attempts, max_attempts, last_error,
+    errors, worker_id, claim_token, locked_until, created_at, started_at, finished_at)
+SELECT id, queue, type, payload, status, priority, run_at, attempts, max_attempts, last_error,
+       errors, worker_id, claim_token, locked_until, created_at, started_at, finished_at
+FROM moved
+RETURNING id"""
+
+#: Delete finished jobs (finished more than ``older_than`` seconds ago) without keeping them.
+PRUNE = """\
+WITH doomed AS MATERIALIZED (
+    SELECT id FROM {schema}.jobs
+    WHERE status = ANY(%(statuses)s::text[])
+      AND finished_at < now() - make_interval(secs => %(older_than)s)
+    ORDER BY finished_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM {schema}.jobs AS j
+USING doomed
+WHERE j.id = doomed.id AND j.status = ANY(%(statuses)s::text[])
+RETURNING j.id"""
+
+#: Delete on completion: a claimed job that succeeded is deleted instead of being marked
+#: ``completed`` (fenced by the claim token, like COMPLETE). Nothing is left to clean up, and
+#: nothing is left to look at either.
+COMPLETE_DELETING = """\
+DELETE FROM {schema}.jobs
+WHERE id = ANY(%(ids)s) AND status = 'running' AND claim_token = %(token)s
+RETURNING id"""
+
+#: Delete archived rows finished more than ``older_than`` seconds ago (a plain archive).
+PRUNE_ARCHIVE = """\
+DELETE FROM {schema}.jobs_archive
+WHERE finished_at < now() - make_interval(secs => %(older_than)s)
+RETURNING id"""
+
+#: The partitions of the archive with their bounds, oldest first, and whether every row they
+#: may hold finished more than ``older_than`` seconds ago (so the partition may be dropped).
+ARCHIVE_PARTITIONS = """\
+SELECT c.relname, b.bounds[1]::timestamptz AS starts, b.bounds[2]::timestamptz AS ends,
+       b.bounds[2]::timestamptz <= now() - make_interval(secs => %(older_than)s) AS expired
+FROM pg_inherits AS i
+JOIN pg_class AS c ON c.oid = i.inhrelid
+CROSS JOIN LATERAL regexp_match(pg_get_expr(c.relpartbound, c.oid),
+                                'FROM \\(''([^'']+)''\\) TO \\(''([^'']+)''\\)') AS b(bounds)
+WHERE i.inhparent = (SELECT c2.oid FROM pg_class AS c2
+                     JOIN pg_namespace AS n ON n.oid = c2.relnamespace
+                     WHERE n.nspname = %(schema)s AND c2.relname = 'jobs_archive')
+ORDER BY starts"""
+
+#: Rows in one partition (counted before it is dropped).
+COUNT_PARTITION = "SELECT count(*) FROM {schema}.{partition}"
+
+#: A partition whose period is over leaves whole: no dead rows, no VACUUM. (It takes an
+#: ACCESS EXCLUSIVE lock on the archive for a moment.)
+DROP_ARCHIVE_PARTITION = "DROP TABLE IF EXISTS {schema}.{partition}"
+
+#: Every job, live or archived, oldest first: what reports read once finished jobs move out.
+LIST_JOBS_WITH_ARCHIVE = """\
+SELECT id, queue, type, payload, status, priority, attempts, max_attempts, last_error,
+       worker_id, created_at, started_at, finished_at
+FROM {schema}.jobs
+UNION ALL
+SELECT id, queue, type, payload, status, priority, attempts, max_attempts, last_error,
+       worker_id, created_at, started_at, finished_at
+FROM {schema}.jobs_archive
+ORDER BY id"""
+
+#: Jobs per status, live and archived together (every state listed, zero included).
+STATUS_COUNTS_WITH_ARCHIVE = """\
+SELECT s.status, count(j.id) AS jobs
+FROM unnest(%(statuses)s::text[]) WITH ORDINALITY AS s(status, n)
+LEFT JOIN (SELECT id, status FROM {schema}.jobs
+           UNION ALL
+           SELECT id, status FROM {schema}.jobs_archive) AS j ON j.status = s.status
+GROUP BY s.status, s.n
+ORDER BY s.n"""
+
+# -- wake-ups: enqueue without NOTIFY, the start-up self-check (pgqueue_lab.wakeups, nb 17) ---
+
+#: ENQUEUE without the announcement (``enqueue(..., notify=False)``): polling workers find the
+#: job, and the commit takes no server-wide NOTIFY lock.
+ENQUEUE_QUIET = """\
+INSERT INTO {schema}.jobs (queue, type, payload, priority, run_at, max_attempts)
+VALUES (%(queue)s, %(type)s, %(payload)s::jsonb, %(priority)s,
+        now() + make_interval(secs => %(delay)s), %(max_attempts)s)
+RETURNING id"""
+
+#: ENQUEUE_MANY without the announcement (``enqueue_many(..., notify=False)``). Keep the two in
+#: step: only the ``announced`` part differs.
+ENQUEUE_MANY_QUIET = """\
+INSERT INTO {schema}.jobs (queue, type, payload, priority, run_at, max_attempts)
+SELECT job->>'queue', job->>'type', job->'payload', (job->>'priority')::int,
+       now() + make_interval(secs => (job->>'delay')::float8), (job->>'max_attempts')::int
+FROM jsonb_array_elements(%(jobs)s::jsonb) WITH ORDINALITY AS t(job, n)
+ORDER BY n
+RETURNING id"""
+
+#: A listening session sends itself a notification on the queue's channel: if it does not come
+#: back, notifications do not reach this connection (a pooler in transaction mode, a proxy).
+SELF_CHECK_NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
+
+#: How full the server's notification queue is, from 0 to 1.
+NOTIFICATION_QUEUE_USAGE = "SELECT pg_notification_queue_usage()"

@@ -10,7 +10,9 @@ About twice a second it asks the database (the statements are ``sql.WATCH_*``):
 - sessions of this database waiting for a lock (``pg_locks``, ``pg_blocking_pids``): with
   ``SKIP LOCKED`` nobody waits;
 - live and dead rows of the jobs table (every claim and completion leaves a dead row until
-  vacuum removes it).
+  vacuum removes it);
+- the queue's health (:mod:`pgqueue_lab.health`): the oldest open snapshot holding back vacuum,
+  dead rows, the backlog, and a warning for each figure past its threshold.
 
 In a terminal the frame is drawn with `rich <https://rich.readthedocs.io>`_ until Ctrl-C. In a
 notebook, :func:`live` redraws one output in place (an IPython display handle, no widget) while
@@ -31,7 +33,7 @@ from typing import Any, TextIO
 
 import psycopg
 
-from . import db, sql, terminal, validate
+from . import db, health, sql, terminal, validate
 from .errors import DatabaseUnavailableError, QueueError, QueueNotFoundError
 from .queue import Connection, Queue
 
@@ -91,6 +93,7 @@ class Snapshot:
     live_rows: int | None
     dead_rows: int | None
     vacuumed_ago: float | None
+    health: health.Health | None = None
 
     def count(self, status: str) -> int:
         """Jobs in ``status`` (``"pending"``, ``"running"``, ``"completed"``, ``"failed"``)."""
@@ -138,6 +141,7 @@ def take(conn: Connection, queue: Queue | str, *, window: float = DEFAULT_WINDOW
     running = [RunningJob(*row) for row in rows(sql.WATCH_RUNNING, {"limit": MAX_RUNNING})]
     waits = [LockWait(*row) for row in conn.execute(sql.WATCH_LOCK_WAITS).fetchall()]
     dead = conn.execute(sql.WATCH_DEAD_ROWS, {"schema": queue.schema}).fetchone()
+    report = health.check(conn, queue)
     return Snapshot(
         schema=queue.schema,
         window=window,
@@ -151,6 +155,7 @@ def take(conn: Connection, queue: Queue | str, *, window: float = DEFAULT_WINDOW
         live_rows=None if dead is None else int(dead[0]),
         dead_rows=None if dead is None else int(dead[1]),
         vacuumed_ago=None if dead is None or dead[2] is None else float(dead[2]),
+        health=report,
     )
 
 
@@ -242,6 +247,10 @@ def renderable(snapshot: Snapshot, *, interval: float = DEFAULT_INTERVAL) -> Any
     if s.dead_rows is not None:
         vacuumed = "never vacuumed" if s.vacuumed_ago is None else f"vacuumed {_seconds(s.vacuumed_ago)} ago"
         parts.append(Text(f"jobs table: {s.live_rows} live rows, {s.dead_rows} dead rows ({vacuumed})"))
+    if s.health is not None:
+        for line in s.health.lines():
+            warning = line.startswith("WARNING")
+            parts.append(Text(line, style="bold red" if warning else ""))
     return Group(*parts)
 
 

@@ -40,10 +40,11 @@ from typing import Any
 
 import psycopg
 
-from . import db, validate
+from . import db, validate, wakeups
 from .errors import DatabaseUnavailableError, InvalidInputError, PermanentJobError, WorkerError
 from .holdings import CONNECTION_ERRORS, Batch, Holdings, WorkerStats, describe, refused
 from .queue import Connection, Job, Queue
+from .retention import Retention, Schedule
 
 __all__ = ["Handler", "Worker", "WorkerStats"]
 
@@ -85,6 +86,12 @@ class Worker:
         its batch is recorded or released at once.
     :param retry_delay: base of the exponential backoff between attempts, in seconds.
     :param max_delay: the longest backoff, in seconds.
+    :param listen: wake idle threads with ``LISTEN``/``NOTIFY`` (checked at start: see
+        :func:`pgqueue_lab.wakeups.self_check`). ``False``: poll only, every ``poll_interval``
+        seconds (for a pooler in transaction mode, which does not support ``LISTEN``).
+    :param retention: move or delete finished jobs on a schedule (see
+        :class:`~pgqueue_lab.retention.Retention`): the housekeeper runs it every
+        ``retention.every`` seconds. Default: finished jobs stay in ``jobs``.
     """
 
     def __init__(
@@ -103,6 +110,8 @@ class Worker:
         timeouts: Mapping[str, float] | None = None,
         retry_delay: float = 1.0,
         max_delay: float = 300.0,
+        retention: Retention | None = None,
+        listen: bool = True,
     ) -> None:
         if not isinstance(queue, Queue):
             raise InvalidInputError(f"queue must be a Queue, got {type(queue).__name__}: {queue!r}")
@@ -129,6 +138,10 @@ class Worker:
         self.retry_delay = validate.seconds(retry_delay, "retry_delay")
         self.max_delay = validate.seconds(max_delay, "max_delay")
         self.dsn = dsn or db.get_dsn()
+        self.retention = None if retention is None else Schedule(queue, retention)
+        self.listen = bool(listen)
+        #: Whether the listener's start-up self-check got its own NOTIFY back (None: not run).
+        self.wakeups_ok: bool | None = None
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._workers_done = threading.Event()
@@ -202,7 +215,7 @@ class Worker:
             threading.Thread(target=self._heartbeat, name=f"{self.name}-heartbeat", daemon=True),
             threading.Thread(target=self._housekeeper, name=f"{self.name}-housekeeper", daemon=True),
         ]
-        if not until_empty:
+        if not until_empty and self.listen:
             self._helpers.append(
                 threading.Thread(target=self._listener, name=f"{self.name}-listener", daemon=True)
             )
@@ -411,7 +424,7 @@ class Worker:
     def _housekeeper(self) -> None:
         """Take over overrunning or stalled batches, record what it took over, rescue other
         workers' jobs. Each step runs even if another failed."""
-        self._helper_loop("housekeeper", (self._take_over, self._record_orphans, self._rescue),
+        self._helper_loop("housekeeper", (self._take_over, self._record_orphans, self._rescue, self._retain),
                           final=(self._record_orphans,))  # fmt: skip
         left = self._holdings.orphans.held()
         if left:
@@ -476,6 +489,10 @@ class Worker:
                 self.stats.rescued += len(rescued)
             self._notify_all()
 
+    def _retain(self, conn: Connection) -> None:
+        if self.retention is not None:
+            self.retention.step(conn)
+
     def _record_orphans(self, conn: Connection) -> None:
         self._holdings.record_orphans(conn, f"{self.name}-housekeeper")
 
@@ -491,6 +508,9 @@ class Worker:
             try:
                 with self._connect() as conn:
                     self.queue.listen(conn)
+                    if self.wakeups_ok is None:  # the first time: do notifications arrive at all?
+                        every = self.poll_interval
+                        self.wakeups_ok = wakeups.self_check(conn, self.queue, poll_interval=every)
                     while not self._stop.is_set():
                         payloads = self.queue.wait(conn, timeout=0.5)
                         if payloads and (self.queues is None or set(payloads) & set(self.queues)):

@@ -57,6 +57,15 @@ def _holdings(name: str, old: str, new: str, *tests: str) -> Mutation:
     return Mutation(name, "pgqueue_lab/holdings.py", old, new, tests)
 
 
+_PRUNE_PICK = """\
+    SELECT id FROM {schema}.jobs
+    WHERE status = ANY(%(statuses)s::text[])
+      AND finished_at < now() - make_interval(secs => %(older_than)s)
+    ORDER BY finished_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+"""
+
 MUTATIONS = [
     # -- claiming -----------------------------------------------------------------------------
     _sql("claim without the row lock", "CLAIM", "    FOR UPDATE SKIP LOCKED\n", "",
@@ -177,6 +186,16 @@ MUTATIONS = [
              "    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:\n"
              "        return nullcontext()\n",
              (f"{WC}::test_non_autocommit_connections_never_leave_a_transaction_open",)),
+    # -- retention: only finished jobs leave, each into exactly one table ----------------------
+    _sql("archive takes pending jobs too", "ARCHIVE",
+         "WHERE j.id = doomed.id AND j.status = ANY(%(statuses)s::text[])",
+         "WHERE j.id = doomed.id OR j.status = 'pending'",
+         "tests/test_retention.py::test_archive_moves_only_finished_jobs_each_into_exactly_one_table"),
+    _sql("prune's batch chosen in a subquery the planner may run again", "PRUNE",
+         "WITH doomed AS MATERIALIZED (\n" + _PRUNE_PICK + ")\nDELETE FROM {schema}.jobs AS j\nUSING doomed\n"
+         "WHERE j.id = doomed.id AND",
+         "DELETE FROM {schema}.jobs AS j\nWHERE j.id IN (\n" + _PRUNE_PICK + ") AND",
+         "tests/test_retention.py::test_prune_deletes_only_finished_jobs"),
 ]  # fmt: skip
 
 

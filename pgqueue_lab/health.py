@@ -1,0 +1,147 @@
+"""Is the queue healthy? One report of what slows a PostgreSQL queue down before it fails.
+
+:func:`check` asks the database for four figures and compares them with :class:`Thresholds`:
+
+- the **oldest open snapshot** in this database (``pg_stat_activity.backend_xmin`` or
+  ``backend_xid``): its age in transactions (``age()``) and how long its transaction has been
+  open. While it stays open, vacuum cannot remove any row that died after it began, so every
+  claim steps over more dead entries (notebook 15);
+- **dead rows** of the jobs table (``pg_stat_user_tables.n_dead_tup``, which the statistics
+  system updates with a delay of a second or so);
+- **pending** jobs, and how long the due job that waited longest has been due.
+
+Each figure past its threshold becomes one warning line. The live view (``pgqueue-lab watch``)
+shows the report under its frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import sql, validate
+from .errors import InvalidInputError
+from .queue import Connection, Queue
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Where a figure of :class:`Health` becomes a warning.
+
+    :param snapshot_seconds: a transaction holding a snapshot (or a transaction id) open longer
+        than this holds back vacuum for too long. ``idle_in_transaction_session_timeout`` should
+        end a forgotten one before it gets here.
+    :param snapshot_xids: ... or one older than this many transactions.
+    :param dead_rows: dead rows of the jobs table.
+    :param pending: pending jobs (due or not).
+    :param due_seconds: seconds the longest-waiting due job has waited since it fell due.
+    """
+
+    snapshot_seconds: float = 60.0
+    snapshot_xids: int = 100_000
+    dead_rows: int = 50_000
+    pending: int = 100_000
+    due_seconds: float = 300.0
+
+    def __post_init__(self) -> None:
+        for name in ("snapshot_seconds", "due_seconds"):
+            validate.seconds(getattr(self, name), name)
+        for name in ("snapshot_xids", "dead_rows", "pending"):
+            validate.positive_int(getattr(self, name), name)
+
+
+@dataclass(frozen=True)
+class OpenSnapshot:
+    """The session whose open transaction holds back vacuum the longest."""
+
+    pid: int
+    application_name: str
+    state: str | None
+    xids: int  # its age in transactions
+    seconds: float | None  # how long its transaction has been open
+
+
+@dataclass(frozen=True)
+class Health:
+    """One health report of a queue (see :func:`check`)."""
+
+    schema: str
+    oldest_snapshot: OpenSnapshot | None
+    dead_rows: int | None  # None: the statistics system has not seen the table yet
+    live_rows: int | None
+    pending: int
+    oldest_due: float | None  # seconds; None: no job is due
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line per figure past its threshold (empty: healthy)."""
+        t, found = self.thresholds, []
+        s = self.oldest_snapshot
+        if s is not None and (
+            s.xids > t.snapshot_xids or (s.seconds is not None and s.seconds > t.snapshot_seconds)
+        ):
+            opened = "?" if s.seconds is None else f"{s.seconds:.0f} s"
+            found.append(
+                f"a transaction open for {opened} ({s.xids} transactions old; pid {s.pid} "
+                f"{s.application_name or '-'}, {s.state or '?'}) holds back vacuum: end it, or set "
+                "idle_in_transaction_session_timeout"
+            )
+        if self.dead_rows is not None and self.dead_rows > t.dead_rows:
+            found.append(f"{self.dead_rows} dead rows in the jobs table: is vacuum held back or too rare?")
+        if self.pending > t.pending:
+            found.append(f"{self.pending} jobs pending: the workers do not keep up")
+        if self.oldest_due is not None and self.oldest_due > t.due_seconds:
+            found.append(f"a due job has waited {self.oldest_due:.0f} s: the workers do not keep up")
+        return found
+
+    @property
+    def ok(self) -> bool:
+        """No warning."""
+        return not self.warnings
+
+    def lines(self) -> list[str]:
+        """The report as text lines (figures, then warnings): what ``pgqueue-lab watch`` shows."""
+        s = self.oldest_snapshot
+        if s is None:
+            snapshot = "oldest open snapshot: none"
+        else:
+            opened = "?" if s.seconds is None else f"{s.seconds:.1f} s"
+            snapshot = f"oldest open snapshot: {s.xids} transactions, open {opened} (pid {s.pid}, {s.state})"
+        due = "none due" if self.oldest_due is None else f"oldest due for {self.oldest_due:.1f} s"
+        dead = "?" if self.dead_rows is None else str(self.dead_rows)
+        figures = [snapshot, f"dead rows: {dead} · pending: {self.pending} ({due})"]
+        return figures + ([f"WARNING: {w}" for w in self.warnings] or ["health: ok"])
+
+
+def check(conn: Connection, queue: Queue | str, thresholds: Thresholds | None = None) -> Health:
+    """Take one health report of ``queue`` (three short reads, no locks taken).
+
+    :param thresholds: where figures become warnings (default :class:`Thresholds`).
+    :raises QueueNotFoundError: the queue does not exist.
+    :raises InvalidInputError: ``thresholds`` is not a :class:`Thresholds`.
+    """
+    queue = queue if isinstance(queue, Queue) else Queue(queue)
+    if thresholds is None:
+        thresholds = Thresholds()
+    elif not isinstance(thresholds, Thresholds):
+        raise InvalidInputError(f"thresholds must be a Thresholds, got {type(thresholds).__name__}")
+    with queue._tx(conn):  # a missing queue becomes QueueNotFoundError
+        backlog = conn.execute(sql.compose(sql.HEALTH_BACKLOG, queue.schema)).fetchone()
+        oldest = conn.execute(sql.HEALTH_OLDEST_SNAPSHOT).fetchone()
+        rows = conn.execute(sql.WATCH_DEAD_ROWS, {"schema": queue.schema}).fetchone()
+    assert backlog is not None
+    snapshot = None
+    if oldest is not None:
+        pid, app, state, xids, seconds = oldest
+        snapshot = OpenSnapshot(
+            int(pid), str(app or ""), state, int(xids or 0), None if seconds is None else float(seconds)
+        )
+    return Health(
+        schema=queue.schema,
+        oldest_snapshot=snapshot,
+        dead_rows=None if rows is None else int(rows[1]),
+        live_rows=None if rows is None else int(rows[0]),
+        pending=int(backlog[0]),
+        oldest_due=None if backlog[1] is None else max(0.0, float(backlog[1])),
+        thresholds=thresholds,
+    )
