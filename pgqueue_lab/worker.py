@@ -177,7 +177,7 @@ class Worker:
 
         :raises WorkerError: a thread stopped on an unexpected error (after all have stopped).
         """
-        self.start(until_empty=until_empty)
+        self.start(until_empty=until_empty)  # interrupted here, it stops what it started
         try:
             self.join()
         except BaseException:
@@ -219,8 +219,24 @@ class Worker:
             self._helpers.append(
                 threading.Thread(target=self._listener, name=f"{self.name}-listener", daemon=True)
             )
-        for thread in self._workers + self._helpers:
-            thread.start()
+        try:
+            for thread in self._workers + self._helpers:
+                thread.start()
+        except BaseException:
+            self._abandon_start()
+            raise
+
+    def _abandon_start(self) -> None:
+        """Interrupted (Ctrl-C) while starting threads: those not started never will be. Count
+        them out, then stop the ones that run, gracefully (:meth:`stop`)."""
+        with self._lock:
+            unstarted = [t for t in self._workers if t.ident is None]
+            self._workers = [t for t in self._workers if t.ident is not None]
+            self._helpers = [t for t in self._helpers if t.ident is not None]
+            self._running -= len(unstarted)
+            if self._running == 0:
+                self._workers_done.set()
+        self.stop()
 
     def stop(self, timeout: float | None = None) -> None:
         """Ask every thread to stop after its current job and wait up to ``timeout`` seconds.

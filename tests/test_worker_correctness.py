@@ -854,3 +854,36 @@ def test_a_row_lock_held_by_another_transaction_loses_no_job(
     assert dict(runs) == {0: 1, 1: 1}, f"executions per job: {dict(sorted(runs.items()))}"
     assert _statuses(conn, queue) == {ids[0]: ("completed", 1), ids[1]: ("completed", 1)}
     assert worker.stats.lost == 0
+
+
+def test_ctrl_c_while_the_threads_start_stops_those_started(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C can land inside ``start()``, after the worker threads started and before the
+    housekeeper did (a loaded machine makes the window wide). ``run()`` must still stop what
+    started, and leave no job running."""
+    ids = queue.enqueue_many(conn, [("t", {})] * 6)
+    runs: Counter[int] = Counter()
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name.endswith("-housekeeper"):
+            time.sleep(0.3)  # the worker threads claim and run meanwhile
+            raise KeyboardInterrupt
+        real_start(thread)
+
+    def handler(job: Job) -> None:
+        runs[job.id] += 1
+        time.sleep(0.2)
+
+    worker = Worker(queue, {"t": handler}, dsn=dsn, threads=2, batch_size=2, lease=5.0, name="ctrl-c-start")
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with pytest.raises(KeyboardInterrupt):
+        worker.run(until_empty=False)
+    monkeypatch.undo()
+    alive = [t.name for t in threading.enumerate() if t.name.startswith("ctrl-c-start") and t.is_alive()]
+    assert alive == [], f"threads still running after the interrupt: {alive}"
+    statuses = _statuses(conn, queue)
+    assert {s for s, _ in statuses.values()} <= {"completed", "pending"}, statuses
+    assert all(statuses[i] == ("completed", 1) for i in runs), statuses  # what ran, ran once
+    assert all(n == 1 for n in runs.values()) and runs, dict(runs)
