@@ -18,7 +18,6 @@ change it any more (*fencing*).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -114,63 +113,6 @@ def _by_claim(jobs: Job | Iterable[Job], what: str) -> dict[UUID, list[int]]:
             )
         groups.setdefault(item.token, []).append(item.id)
     return {token: sorted(ids) for token, ids in groups.items()}
-
-
-#: :func:`~pgqueue_lab.validate.payload_json`'s settings in one encoder, made once (``json.dumps``
-#: with options makes a new encoder on every call).
-_PAYLOAD_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
-
-
-def _payload_texts(payloads: list[object]) -> list[str]:
-    """Each payload as JSON text, refused as :func:`~pgqueue_lab.validate.payload_json` refuses it.
-
-    :raises InvalidInputError: naming the first job whose payload is refused.
-    """
-    texts: list[str] = []
-    try:
-        texts = [_PAYLOAD_ENCODER.encode(payload) for payload in payloads]
-        joined = "".join(texts)
-        suspect = "\\u0000" in joined or (not joined.isascii() and not _utf8(joined))
-    except (TypeError, ValueError):
-        suspect = True
-    if suspect:  # find the job at fault and say what is wrong with it (or, if none is, go on)
-        texts = []
-        for index, payload in enumerate(payloads):
-            try:
-                texts.append(validate.payload_json(payload))
-            except InvalidInputError as exc:
-                raise InvalidInputError(f"{exc} (job #{index} of the batch)") from None
-    return texts
-
-
-#: ``COPY``'s text format: a backslash, tab, newline or carriage return in a value is escaped.
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_rows(
-    ids: list[int], run_at: dict[float, str], rows: list[dict[str, Any]], payloads: list[str]
-) -> str:
-    """The batch as ``COPY`` text, one line per job (the columns of ``sql.ENQUEUE_MANY_COPY``).
-
-    Built as one string: formatting row by row with ``write_row`` took longer than the database's
-    own work. JSON text escapes every control character, so a payload can only hold backslashes.
-    """
-    names = {row[key] for row in rows for key in ("queue", "type")}
-    text = {name: name.translate(_COPY_ESCAPES) for name in names}
-    escaped = (payload.replace("\\", "\\\\") for payload in payloads)
-    return "".join(
-        f"{job_id}\t{text[row['queue']]}\t{text[row['type']]}\t{payload}"
-        f"\t{row['priority']}\t{run_at[row['delay']]}\t{row['max_attempts']}\n"
-        for job_id, row, payload in zip(ids, rows, escaped, strict=True)
-    )
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _plain(job: NewJob) -> bool:
@@ -279,21 +221,9 @@ class Queue:
         rows = [self._job_params(_new_job(item, i), i, check_payload=False) for i, item in enumerate(jobs)]
         if not rows:
             return []
-        payloads = _payload_texts([row["payload"] for row in rows])
-        delays = sorted({float(row["delay"]) for row in rows})
-        params = {
-            "table": f"{self.schema}.jobs",
-            "channel": self.channel,
-            "queues": sorted({row["queue"] for row in rows}),
-            "count": len(rows),
-            "delays": delays,
-        }
-        with self._tx(conn, statements=2):
-            ids, run_ats, _ = conn.execute(self._q(sql.ENQUEUE_MANY), params).fetchone()  # type: ignore[misc]
-            run_at = dict(zip(delays, run_ats, strict=True))
-            with conn.cursor() as cur, cur.copy(self._q(sql.ENQUEUE_MANY_COPY)) as copy:
-                copy.write(_copy_rows(ids, run_at, rows, payloads))
-        return list(ids)
+        params = {"jobs": validate.batch_json(rows), "channel": self.channel}
+        with self._tx(conn):
+            return [int(r[0]) for r in conn.execute(self._q(sql.ENQUEUE_MANY), params).fetchall()]
 
     @staticmethod
     def _job_params(job: NewJob, index: int | None, *, check_payload: bool = True) -> dict[str, Any]:

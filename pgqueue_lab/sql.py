@@ -67,27 +67,21 @@ WITH job AS (
 )
 SELECT id, pg_notify(%(channel)s, queue) FROM job"""
 
-#: Insert many jobs with ``COPY``, which writes rows in bulk (many per page and per WAL
-#: record) where ``INSERT`` writes them one by one. ``COPY`` returns no ids, so they are taken
-#: from the table's identity sequence first, ``%(count)s`` of them, in increasing order; with them
-#: comes ``run_at`` for each distinct delay of the batch, on the database clock; and each queue
-#: that gets jobs is announced once (delivered only when the transaction, ``COPY`` included,
-#: commits). Both statements run in one transaction.
+#: Insert many jobs in one round trip: the whole batch arrives as one JSON array parameter,
+#: unpacked row by row in the database (``WITH ORDINALITY`` keeps the given order), and each
+#: queue that got jobs is announced once.
 ENQUEUE_MANY = """\
-WITH sequence AS MATERIALIZED (
-    SELECT pg_get_serial_sequence(%(table)s, 'id')::regclass AS seq
+WITH batch AS (
+    INSERT INTO {schema}.jobs (queue, type, payload, priority, run_at, max_attempts)
+    SELECT job->>'queue', job->>'type', job->'payload', (job->>'priority')::int,
+           now() + make_interval(secs => (job->>'delay')::float8), (job->>'max_attempts')::int
+    FROM jsonb_array_elements(%(jobs)s::jsonb) WITH ORDINALITY AS t(job, n)
+    ORDER BY n
+    RETURNING id, queue
 ), announced AS (
-    SELECT pg_notify(%(channel)s, queue) FROM unnest(%(queues)s::text[]) AS queue
+    SELECT pg_notify(%(channel)s, queue) FROM (SELECT DISTINCT queue FROM batch) AS q
 )
-SELECT (SELECT array_agg(nextval(seq) ORDER BY n) FROM generate_series(1, %(count)s) AS n, sequence),
-       (SELECT array_agg((now() + make_interval(secs => delay))::text ORDER BY i)
-        FROM unnest(%(delays)s::float8[]) WITH ORDINALITY AS t(delay, i)),
-       (SELECT count(*) FROM announced)"""
-
-#: ... then the rows themselves, ids and ``run_at`` included (``COPY`` writes an identity column
-#: as given, like ``INSERT ... OVERRIDING SYSTEM VALUE``).
-ENQUEUE_MANY_COPY = """\
-COPY {schema}.jobs (id, queue, type, payload, priority, run_at, max_attempts) FROM STDIN"""
+SELECT id FROM batch, (SELECT count(*) FROM announced) AS sent ORDER BY id"""
 
 #: Claim up to ``limit`` jobs atomically, in one statement.
 #: ``FOR UPDATE SKIP LOCKED`` makes concurrent workers skip rows another worker has locked,
