@@ -25,6 +25,8 @@ DRAIN = [
 ]
 ENQUEUE = ["COPY, 1000 rows/txn", "enqueue_many, 1000 jobs/call", "enqueue, 1 job/call"]
 WAKEUP = ["raw LISTEN loop", "Worker, LISTEN", "Worker, polling every 100 ms"]
+LATENCY = ["raw LISTEN loop, idle", "Worker, idle", "raw LISTEN loop, busy", "Worker, busy"]
+IO = [f"Worker, {n} thread{'s' if n > 1 else ''}, 5 ms sleeps, batch 10" for n in (1, 2, 4, 8, 16)]
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -52,9 +54,9 @@ def test_bench_prints_every_figure_with_its_ratio_and_writes_the_csv(
     printed = capsys.readouterr().out
     header = next(line for line in printed.splitlines() if line.startswith("section"))
     assert header.split() == [c for c in bench.COLUMNS if c != "runs"]
-    for name in DRAIN + ENQUEUE + WAKEUP:
+    for name in DRAIN + ENQUEUE + WAKEUP + LATENCY + IO:
         assert name in printed
-    assert f"wrote 18 rows to {out}" in printed
+    assert f"wrote 31 rows to {out}" in printed
 
     columns, rows = _read_csv(out)
     assert columns == list(bench.COLUMNS)
@@ -62,11 +64,19 @@ def test_bench_prints_every_figure_with_its_ratio_and_writes_the_csv(
         [("drain", n) for n in DRAIN]
         + [("enqueue", n) for n in ENQUEUE]
         + [("wake-up", n) for _ in range(3) for n in WAKEUP]
+        + [("latency", n) for pair in (LATENCY[:2], LATENCY[2:]) for _ in range(2) for n in pair]
+        + [("io-bound", n) for n in IO]
     )
     assert [r["metric"] for r in rows if r["section"] == "wake-up"] == ["p50 ms"] * 3 + ["p95 ms"] * 3 + [
         "p99 ms"
     ] * 3
-    for row in rows:  # the baseline is a row of the same section and metric; the ratio is value / its value
+    one_thread = float(rows[-len(IO)]["value"])
+    for n, row in zip((1, 2, 4, 8, 16), rows[-len(IO) :], strict=True):  # N threads against N x one
+        assert row["baseline"] == f"{n} x {IO[0]}"
+        expected = float(row["value"]) / (n * one_thread)
+        assert float(row["ratio"]) == pytest.approx(expected, rel=0.05, abs=0.01)
+        assert int(row["count"]) == 40 * n
+    for row in rows[: -len(IO)]:  # the baseline is a row of the same section and metric; ratio = value / its
         (baseline,) = [
             r
             for r in rows
@@ -81,9 +91,10 @@ def test_bench_prints_every_figure_with_its_ratio_and_writes_the_csv(
         ("Worker, 8 threads, batch 50", "jobs/s"),
         ("enqueue_many, 1000 jobs/call", "rows/s"),
         ("Worker, LISTEN", "p99 ms"),
+        *((name, "jobs/s") for name in IO[1:]),
     }
     assert all(met in ("yes", "NO") for _, met in targets.values())
-    counts = {r["workload"]: int(r["count"]) for r in rows if r["section"] != "wake-up"}
+    counts = {r["workload"]: int(r["count"]) for r in rows if r["section"] in ("drain", "enqueue")}
     assert counts["raw loop, 8 threads, batch 50"] == counts["seed's algorithm, 8 threads"] == 300
     assert set(_leftover_schemas(conn)) <= before  # every workload dropped its schema
 

@@ -10,11 +10,16 @@ as a ratio to it, so a slow or busy machine shifts both and the ratio still mean
   ``COPY`` (1000 rows per transaction);
 - **wake-up**: commit of an enqueue -> handler start, with the Worker's LISTEN and with the
   Worker only polling, against a raw LISTEN-then-claim loop;
+- **latency**: end to end, an enqueue's commit -> handler start, p50 and p99, for a consumer
+  that is idle and one kept busy by a steady stream of other jobs, the Worker (one thread)
+  against a raw LISTEN loop under the same load;
+- **io-bound**: the Worker with handlers that sleep 5 ms, 1 to 16 threads; the figure is the
+  scaling efficiency, N threads' throughput against N times one thread's;
 - **soak** (``--soak SECONDS``, run on its own): keep enqueueing and draining, and report the
   throughput of each interval against that of the first tenth of the run.
 
-One module per workload family (:mod:`.drain`, :mod:`.enqueue`, :mod:`.wakeup`,
-:mod:`.soak`), the shared row and plumbing in :mod:`.common`, the protocol counter in
+One module per workload family (:mod:`.drain` with the I/O-bound drain, :mod:`.enqueue`,
+:mod:`.wakeup`, :mod:`.latency`, :mod:`.soak`), the shared row and plumbing in :mod:`.common`, the protocol counter in
 :mod:`.traffic`; this module holds the command line, the run and the report.
 
 Throughputs are medians of ``--repeats`` runs (the workloads take turns, so a burst of load
@@ -55,6 +60,7 @@ from .drain import (
     SEED_MARK_RUNNING,
     SEED_SELECT,
     drain_seconds,
+    io_drain,
     raw_batch,
     raw_drain,
     seed_drain,
@@ -62,6 +68,7 @@ from .drain import (
     worker_drain,
 )
 from .enqueue import COPY_JOBS, copy_rows, enqueue_batch, enqueue_single
+from .latency import end_to_end_latencies
 from .soak import DEAD_TUPLES, soak
 from .traffic import Traffic, traffic
 from .wakeup import IS_LISTENING, wakeup_latencies
@@ -87,11 +94,13 @@ __all__ = [
     "add_arguments",
     "copy_rows",
     "drain_seconds",
+    "end_to_end_latencies",
     "enqueue_batch",
     "enqueue_single",
     "fill",
     "fresh_queue",
     "in_threads",
+    "io_drain",
     "main",
     "noop",
     "percentile",
@@ -123,9 +132,22 @@ class Options:
     wakeups: int = 200
     poll_wakeups: int = 30
     poll_interval: float = 0.1
+    latency_samples: int = 200
+    io_threads: tuple[int, ...] = (1, 2, 4, 8, 16)
+    io_jobs_per_thread: int = 400
+    io_batch_size: int = 10
 
 
-QUICK = Options(jobs=2_000, repeats=1, seed_jobs=1_000, single_enqueues=500, wakeups=50, poll_wakeups=10)
+QUICK = Options(
+    jobs=2_000,
+    repeats=1,
+    seed_jobs=1_000,
+    single_enqueues=500,
+    wakeups=50,
+    poll_wakeups=10,
+    latency_samples=50,
+    io_jobs_per_thread=40,
+)
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -160,6 +182,24 @@ def run(options: Options, dsn: str | None = None) -> list[Row]:
         ("Worker, LISTEN", "listen", o.wakeups),
         (f"Worker, polling every {o.poll_interval * 1000:g} ms", "poll", o.poll_wakeups),
     ]
+    latencies = [
+        (f"{who}, {load}", consumer, load == "busy")
+        for load in ("idle", "busy")
+        for who, consumer in (("raw LISTEN loop", "raw"), ("Worker", "worker"))
+    ]
+
+    def sleeping(threads: int) -> Callable[[Queue], float]:
+        return lambda q: io_drain(dsn, q, threads=threads, batch_size=o.io_batch_size)
+
+    ios = [
+        (
+            f"Worker, {n} thread{'s' if n > 1 else ''}, 5 ms sleeps, batch {o.io_batch_size}",
+            n,
+            o.io_jobs_per_thread * n,
+            sleeping(n),
+        )
+        for n in o.io_threads
+    ]
     with db.connect(dsn) as conn:
         # untimed warm-up: the first drain of a process runs cold (connections, caches)
         drain_seconds(conn, 1000, "warmup", lambda q: raw_drain(dsn, q, threads=2, batch_size=50))
@@ -174,6 +214,20 @@ def run(options: Options, dsn: str | None = None) -> list[Row]:
                     waits.setdefault(name, []).extend(
                         wakeup_latencies(dsn, queue, mode, samples, poll_interval=o.poll_interval)
                     )
+            for name, consumer, busy in latencies:
+                with fresh_queue(conn, "latency") as queue:
+                    waits.setdefault(name, []).extend(
+                        end_to_end_latencies(
+                            dsn,
+                            queue,
+                            consumer,
+                            busy=busy,
+                            samples=o.latency_samples,
+                            batch_size=o.batch_size,
+                        )
+                    )
+            for name, _, jobs, drain in ios:
+                rates.setdefault(name, []).append(jobs / drain_seconds(conn, jobs, "io", drain))
 
     rows: list[Row] = []
 
@@ -215,6 +269,31 @@ def run(options: Options, dsn: str | None = None) -> list[Row]:
                     len(waits[name]),
                 )
             )
+    for load in (0, 2):  # idle, busy: each beside the raw loop under the same load
+        raw, worker = latencies[load][0], latencies[load + 1][0]
+        for q in (50, 99):
+            base = percentile(waits[raw], q)
+            for name in (raw, worker):
+                value = percentile(waits[name], q)
+                rows.append(
+                    Row("latency", name, f"p{q} ms", value * 1000, raw, value / base, "", len(waits[name]))
+                )
+    one = statistics.median(rates[ios[0][0]])
+    for name, n, jobs, _ in ios:  # scaling efficiency: N threads against N times one thread
+        value = statistics.median(rates[name])
+        rows.append(
+            Row(
+                "io-bound",
+                name,
+                "jobs/s",
+                value,
+                f"{n} x {ios[0][0]}",
+                value / (n * one),
+                ">= 0.8" if n > 1 else "",
+                jobs,
+                tuple(rates[name]),
+            )
+        )
     return rows
 
 

@@ -93,7 +93,35 @@ def seed_drain(dsn: str, queue: Queue, *, threads: int) -> float:
     return in_threads(threads, loop)
 
 
+#: How long each job of the I/O-bound workload waits.
+IO_SECONDS = 0.005
+
+
+def io_drain(dsn: str, queue: Queue, *, threads: int, batch_size: int) -> float:
+    """Drain with a :class:`Worker` whose handlers sleep :data:`IO_SECONDS`, as a call to another
+    service would; return the seconds from the first handler's start to the last one's end (the
+    worker's start and stop left out: they would weigh on short runs). Threads then spend their
+    time waiting, not computing: N threads should finish N times sooner than one, until the
+    database or the Python interpreter becomes the limit."""
+    stamps: list[float] = []
+
+    def wait_like_io(job: object) -> None:
+        stamps.append(time.perf_counter())
+        time.sleep(IO_SECONDS)
+        stamps.append(time.perf_counter())
+
+    worker = Worker(
+        queue, {NOOP: wait_like_io}, dsn=dsn, threads=threads, batch_size=batch_size, name="bench"
+    )
+    worker.run(until_empty=True)
+    return max(stamps) - min(stamps)
+
+
 def drain_seconds(conn: Connection, jobs: int, tag: str, drain: Callable[[Queue], float]) -> float:
+    """Fill a fresh queue with ``jobs`` no-op jobs, ``drain`` it; return the seconds ``drain`` took.
+
+    :raises BenchError: if not every job was completed.
+    """
     with fresh_queue(conn, tag) as queue:
         fill(conn, queue, jobs)
         seconds = drain(queue)
