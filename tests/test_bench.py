@@ -113,6 +113,41 @@ def test_soak_reports_each_interval_against_the_first(
     assert rows[1]["target"] == ">= 0.8" and rows[1]["met"] in ("yes", "NO")
 
 
+@pytest.mark.skipif(
+    bool(bench.peers.missing()), reason="the bench extra (pgqueuer, procrastinate) is not installed"
+)
+def test_peers_drain_beside_the_worker_and_clean_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], conn: psycopg.Connection[Any]
+) -> None:
+    out = tmp_path / "peers.csv"
+    assert cli.main(["bench", "--peers", "--quick", "--jobs", "100", "--csv", str(out)]) == 0
+    assert "peers: 100 jobs (procrastinate 10)" in capsys.readouterr().out
+    _, rows = _read_csv(out)
+    assert [r["workload"].split(",")[0].split()[0] for r in rows] == [
+        "Worker",
+        "pgqueuer",
+        "procrastinate",
+    ] * 2
+    assert [int(r["count"]) for r in rows] == [100, 100, 10] * 2
+    for row in rows:  # each beside the best peer at its concurrency
+        assert row["baseline"] in {r["workload"] for r in rows if r["workload"].startswith(("pgq", "proc"))}
+        worker = row["workload"].startswith("Worker")
+        assert (row["target"], row["met"]) in ({(">= 3", "yes"), (">= 3", "NO")} if worker else {("", "")})
+    left = conn.execute(
+        "SELECT count(*) FROM pg_namespace"
+        " WHERE nspname LIKE 'bench\\_pgqueuer\\_%' OR nspname LIKE 'bench\\_procrastinate\\_%'"
+    ).fetchone()
+    assert left == (0,)  # each peer's schema dropped
+
+
+def test_peers_without_the_extra_is_one_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(bench.peers, "missing", lambda: ["procrastinate"])
+    assert cli.main(["bench", "--peers", "--quick"]) == 2
+    assert "--peers needs procrastinate: pip install 'pgqueue-lab[bench]'" in capsys.readouterr().err
+
+
 def test_bench_refuses_a_non_positive_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["bench", "--jobs", "0"]) == 2
     assert "jobs must be positive" in capsys.readouterr().err

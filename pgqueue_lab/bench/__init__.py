@@ -19,8 +19,12 @@ as a ratio to it, so a slow or busy machine shifts both and the ratio still mean
   throughput of each interval against that of the first tenth of the run.
 
 One module per workload family (:mod:`.drain` with the I/O-bound drain, :mod:`.enqueue`,
-:mod:`.wakeup`, :mod:`.latency`, :mod:`.soak`), the shared row and plumbing in :mod:`.common`, the protocol counter in
-:mod:`.traffic`; this module holds the command line, the run and the report.
+:mod:`.wakeup`, :mod:`.latency`, :mod:`.soak`, :mod:`.peers`), the shared row and plumbing in
+:mod:`.common`, the protocol counter in :mod:`.traffic`; this module holds the command line,
+the run and the report.
+
+- **peers** (``--peers``, run on its own; the ``bench`` extra): the Worker, pgqueuer and
+  procrastinate drain the same no-op jobs on the same database at 1 and 8 jobs in flight.
 
 Throughputs are medians of ``--repeats`` runs (the workloads take turns, so a burst of load
 from elsewhere hits all of them); latency percentiles pool the samples of all runs. Each
@@ -40,6 +44,7 @@ from typing import TextIO
 
 from .. import db
 from ..queue import Connection, Queue
+from . import peers
 from .common import (
     COLUMNS,
     NOOP,
@@ -345,6 +350,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="with --soak: VACUUM the jobs table this often from a maintenance thread",
     )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="run only the peers: the Worker, pgqueuer and procrastinate drain the same no-op jobs "
+        "at 1 and 8 jobs in flight (needs: pip install 'pgqueue-lab[bench]')",
+    )
     parser.add_argument("--quick", action="store_true", help="fewer jobs and samples, one run")
 
 
@@ -367,7 +378,26 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     dsn = db.get_dsn()
     with db.connect(dsn) as conn:
         server = f"PostgreSQL {db.server_major_version(conn)} ({db.source()})"
-    if args.soak is not None:
+    if args.peers and args.soak is not None:
+        print("pgqueue-lab bench: error: --peers and --soak run alone: choose one", file=sys.stderr)
+        return 2
+    absent = peers.missing() if args.peers else []
+    if absent:
+        print(
+            f"pgqueue-lab bench: error: --peers needs {' and '.join(absent)}: "
+            "pip install 'pgqueue-lab[bench]'",
+            file=sys.stderr,
+        )
+        return 2
+    if args.peers:
+        print(
+            f"peers: {options.jobs} jobs (procrastinate {options.jobs // peers.SLOW_PEER_SHARE}), "
+            f"batch {options.batch_size}, {options.repeats} run(s), {server}; "
+            "ratio = value / best peer at the same concurrency",
+            file=out,
+        )
+        rows = peers.run_peers(dsn, jobs=options.jobs, repeats=options.repeats, batch_size=options.batch_size)
+    elif args.soak is not None:
         vacuum = "" if args.vacuum_every is None else f", VACUUM every {args.vacuum_every:g} s"
         print(
             f"soak: {args.soak:g} s, Worker 8 threads, batch {options.batch_size}{vacuum}, {server}", file=out
