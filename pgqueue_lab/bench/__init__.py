@@ -16,7 +16,7 @@ as a ratio to it, so a slow or busy machine shifts both and the ratio still mean
 - **io-bound**: the Worker with handlers that sleep 5 ms, 1 to 16 threads; the figure is the
   scaling efficiency, N threads' throughput against N times one thread's;
 - **soak** (``--soak SECONDS``, run on its own): keep enqueueing and draining, and report the
-  throughput of each interval against that of the first tenth of the run.
+  throughput of each 30-s interval against that of the first.
 
 One module per workload family (:mod:`.drain` with the I/O-bound drain, :mod:`.enqueue`,
 :mod:`.wakeup`, :mod:`.latency`, :mod:`.soak`, :mod:`.peers`), the shared row and plumbing in
@@ -378,6 +378,7 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     dsn = db.get_dsn()
     with db.connect(dsn) as conn:
         server = f"PostgreSQL {db.server_major_version(conn)} ({db.source()})"
+    footer = ""
     if args.peers and args.soak is not None:
         print("pgqueue-lab bench: error: --peers and --soak run alone: choose one", file=sys.stderr)
         return 2
@@ -402,7 +403,16 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print(
             f"soak: {args.soak:g} s, Worker 8 threads, batch {options.batch_size}{vacuum}, {server}", file=out
         )
-        rows = soak(args.soak, dsn, batch_size=options.batch_size, vacuum_every=args.vacuum_every)
+        passes: list[float] = []
+        rows = soak(
+            args.soak,
+            dsn,
+            batch_size=options.batch_size,
+            vacuum_every=args.vacuum_every,
+            autovacuum_passes=passes,
+        )
+        seen = ", ".join(f"{t:.0f} s" for t in passes) or "none"
+        footer = f"autovacuum passes on the jobs table, seen ending at: {seen}"
     else:
         print(
             f"bench: {options.jobs} jobs, batch {options.batch_size}, {options.repeats} run(s), "
@@ -411,6 +421,8 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
         )
         rows = run(options, dsn)
     print_table(rows, out)
+    if footer:
+        print(footer, file=out)
     if args.csv:
         write_csv(rows, args.csv)
         print(f"wrote {len(rows)} rows to {args.csv}", file=out)

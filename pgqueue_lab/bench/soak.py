@@ -13,6 +13,8 @@ from .common import NOOP, Row, fill, fresh_queue, noop
 from .enqueue import enqueue_batch
 
 DEAD_TUPLES = "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = %(table)s::regclass"
+#: How many times autovacuum has vacuumed the table (counted when a pass ends).
+AUTOVACUUM_COUNT = "SELECT autovacuum_count FROM pg_stat_user_tables WHERE relid = %(table)s::regclass"
 
 
 def soak(
@@ -21,18 +23,22 @@ def soak(
     *,
     threads: int = 8,
     batch_size: int = 50,
-    intervals: int = 30,
+    interval: float = 30.0,
     vacuum_every: float | None = None,
+    autovacuum_passes: list[float] | None = None,
 ) -> list[Row]:
     """Keep ``threads`` Worker threads draining while this thread keeps a backlog enqueued.
 
-    Returns one row per interval (``seconds / intervals`` long): jobs completed per second and the
-    ratio to the first tenth of the run; ``count`` is the table's ``n_dead_tup`` at its end.
-    With ``vacuum_every``, a maintenance thread runs :meth:`Queue.vacuum` that often (seconds).
+    Returns one row per interval (``interval`` seconds long, or half the run if that is shorter):
+    jobs completed per second and the ratio to the first interval; ``count`` is the table's
+    ``n_dead_tup`` at its end. With ``vacuum_every``, a maintenance thread runs
+    :meth:`Queue.vacuum` that often (seconds); without it only autovacuum cleans up.
+    ``autovacuum_passes``, if given, receives the seconds into the run at which autovacuum was
+    seen to have finished a pass on the table (looked at once a second).
     """
     dsn = dsn or db.get_dsn()
     backlog = max(10_000, 4 * threads * batch_size)
-    intervals = max(2, min(intervals, int(seconds)))
+    intervals = max(2, round(seconds / min(interval, seconds / 2)))
     step = seconds / intervals
     with db.connect(dsn) as conn, fresh_queue(conn, "soak") as queue:
         fill(conn, queue, backlog)
@@ -61,9 +67,14 @@ def soak(
             maintenance.start()
         worker.start()
         try:
-            start = next_mark = time.perf_counter()
+            start = next_mark = next_look = time.perf_counter()
+            passes = 0
             while len(marks) <= intervals:
                 now = time.perf_counter()
+                if now >= next_look and autovacuum_passes is not None:
+                    (count,) = conn.execute(AUTOVACUUM_COUNT, {"table": table}).fetchone() or (0,)
+                    autovacuum_passes.extend([now - start] * (int(count) - passes))
+                    passes, next_look = int(count), now + 1.0
                 if now >= next_mark:
                     dead = conn.execute(DEAD_TUPLES, {"table": table}).fetchone() or (0,)
                     marks.append((now - start, worker.stats.total_completed, int(dead[0])))
@@ -81,7 +92,7 @@ def soak(
     per_interval = [
         ((t1, t2), (n2 - n1) / (t2 - t1), dead) for (t1, n1, _), (t2, n2, dead) in itertools.pairwise(marks)
     ]
-    head = max(1, intervals // 10)
+    head = 1
     base = statistics.mean(rate for _, rate, _ in per_interval[:head])
     label = f"first {per_interval[head - 1][0][1]:.0f} s"
     return [
