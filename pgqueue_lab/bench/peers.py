@@ -178,7 +178,8 @@ def _run_loop(coroutine: Awaitable[float], peer: str) -> float:
 
 
 #: procrastinate fetches one job per query and drains a few hundred jobs a second here: it gets
-#: this share of the jobs, so a run stays within minutes (its rate hardly depends on the count).
+#: this share of the jobs, so a run stays within minutes (from 200 to 4,000 jobs its rate fell by a
+#: fifth here).
 SLOW_PEER_SHARE = 10
 
 
