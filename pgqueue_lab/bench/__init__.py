@@ -150,8 +150,8 @@ QUICK = Options(
     single_enqueues=500,
     wakeups=50,
     poll_wakeups=10,
-    latency_samples=50,
-    io_jobs_per_thread=40,
+    latency_samples=30,
+    io_jobs_per_thread=20,
 )
 
 
