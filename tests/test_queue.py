@@ -125,6 +125,32 @@ def test_enqueue_many_in_one_statement_keeps_order(conn: psycopg.Connection[Any]
     assert queue.enqueue_many(conn, []) == []
 
 
+def test_enqueue_many_stores_every_field_exactly(conn: psycopg.Connection[Any], queue: Queue) -> None:
+    """The batch travels as COPY text: backslashes, tabs, newlines, quotes and non-ASCII text in
+    payloads, types and queue names arrive unchanged; each job's own delay, priority and
+    max_attempts too, and ids follow the given order."""
+    odd = 'tab\there, line\nbreak, back\\slash \\N, "quoted", \\u0000 as text, é ☃ 𝄞'
+    jobs = [
+        NewJob("t", {"text": odd, "list": [1.5, None, True], "nested": {"k": odd}}),
+        NewJob("type\\with\tescapes", odd, queue="q\\ueue", priority=-3, delay=3600, max_attempts=9),
+        NewJob("t", [odd], delay=60),
+        NewJob("t", 42),
+    ]
+    ids = queue.enqueue_many(conn, jobs)
+    assert ids == sorted(ids) and len(set(ids)) == 4
+    rows = conn.execute(
+        sql.compose(
+            "SELECT id, type, queue, payload, priority, max_attempts,"
+            " round(extract(epoch FROM run_at - created_at)) FROM {schema}.jobs ORDER BY id",
+            queue.schema,
+        )
+    ).fetchall()
+    assert [r[0] for r in rows] == ids
+    assert [r[1:] for r in rows] == [
+        (j.type, j.queue, j.payload, j.priority, j.max_attempts, j.delay) for j in jobs
+    ]
+
+
 def test_transactional_enqueue_commits_or_rolls_back_with_the_caller(
     conn: psycopg.Connection[Any], queue: Queue
 ) -> None:

@@ -884,6 +884,7 @@ def test_ctrl_c_while_the_threads_start_stops_those_started(
     alive = [t.name for t in threading.enumerate() if t.name.startswith("ctrl-c-start") and t.is_alive()]
     assert alive == [], f"threads still running after the interrupt: {alive}"
     statuses = _statuses(conn, queue)
+    assert set(statuses) == set(ids), statuses
     assert {s for s, _ in statuses.values()} <= {"completed", "pending"}, statuses
     assert all(statuses[i] == ("completed", 1) for i in runs), statuses  # what ran, ran once
     assert all(n == 1 for n in runs.values()) and runs, dict(runs)
