@@ -40,7 +40,7 @@ from typing import Any
 
 import psycopg
 
-from . import db, validate
+from . import cancel, db, schedule, validate
 from .errors import DatabaseUnavailableError, InvalidInputError, PermanentJobError, WorkerError
 from .holdings import CONNECTION_ERRORS, Batch, Holdings, WorkerStats, describe, refused
 from .queue import Connection, Job, Queue
@@ -85,6 +85,12 @@ class Worker:
         its batch is recorded or released at once.
     :param retry_delay: base of the exponential backoff between attempts, in seconds.
     :param max_delay: the longest backoff, in seconds.
+    :param per_key: at most this many running jobs per ``concurrency_key``, and ``fair``:
+        round-robin across keys (see :mod:`pgqueue_lab.limits`; every worker of the queue should
+        use the same settings). A job cancelled while it runs gets ``job.cancel_requested``
+        (see :mod:`pgqueue_lab.cancel`).
+    :param schedules: also run a scheduler thread for the queue's periodic jobs (any number of
+        workers may; see :mod:`pgqueue_lab.schedule`).
     """
 
     def __init__(
@@ -103,6 +109,9 @@ class Worker:
         timeouts: Mapping[str, float] | None = None,
         retry_delay: float = 1.0,
         max_delay: float = 300.0,
+        per_key: int | None = None,
+        fair: bool = False,
+        schedules: bool = False,
     ) -> None:
         if not isinstance(queue, Queue):
             raise InvalidInputError(f"queue must be a Queue, got {type(queue).__name__}: {queue!r}")
@@ -128,6 +137,8 @@ class Worker:
         }
         self.retry_delay = validate.seconds(retry_delay, "retry_delay")
         self.max_delay = validate.seconds(max_delay, "max_delay")
+        self.per_key = None if per_key is None else validate.positive_int(per_key, "per_key")
+        self.fair, self.schedules = bool(fair), bool(schedules)
         self.dsn = dsn or db.get_dsn()
         self.stats = WorkerStats()
         self._stop = threading.Event()
@@ -206,6 +217,10 @@ class Worker:
             self._helpers.append(
                 threading.Thread(target=self._listener, name=f"{self.name}-listener", daemon=True)
             )
+        if self.schedules:
+            self._helpers.append(threading.Thread(
+                target=schedule.run, args=(self.queue, self._connect, self._stop),
+                name=f"{self.name}-scheduler", daemon=True))  # fmt: skip
         for thread in self._workers + self._helpers:
             thread.start()
 
@@ -279,8 +294,9 @@ class Worker:
                     generation = self._generation
                     claimed_at = time.monotonic()
                     jobs = self.queue.claim(
-                        conn, worker_id, limit=self.batch_size, queues=self.queues, lease=self.lease
-                    )
+                        conn, worker_id, limit=self.batch_size, queues=self.queues, lease=self.lease,
+                        per_key=self.per_key, fair=self.fair,
+                    )  # fmt: skip
                     if jobs:
                         blocked = False
                         with self._lock:
@@ -484,6 +500,7 @@ class Worker:
 
     def _beat(self, conn: Connection) -> None:
         self._holdings.beat(conn)
+        cancel.poll(self.queue, conn, self._holdings)  # a cancel whose NOTIFY was lost
 
     def _listener(self) -> None:
         """Wake idle threads when a NOTIFY arrives; reconnect quietly if the connection drops."""
@@ -491,8 +508,11 @@ class Worker:
             try:
                 with self._connect() as conn:
                     self.queue.listen(conn)
+                    cancel.listen(self.queue, conn)
                     while not self._stop.is_set():
-                        payloads = self.queue.wait(conn, timeout=0.5)
+                        notes = list(conn.notifies(timeout=0.5, stop_after=1))
+                        cancel.tell(self._holdings, cancel.requested(self.queue, notes))
+                        payloads = [n.payload for n in notes if n.channel == self.queue.channel]
                         if payloads and (self.queues is None or set(payloads) & set(self.queues)):
                             self._notify_all()
             except (psycopg.Error, DatabaseUnavailableError) as exc:
