@@ -19,7 +19,9 @@ def _statuses(conn: psycopg.Connection[Any], queue: Queue) -> dict[int, str]:
     return {job["id"]: job["status"] for job in queue.jobs(conn)}
 
 
-def test_a_cancelled_running_job_late_writes_change_nothing(conn: psycopg.Connection[Any], queue: Queue) -> None:
+def test_a_cancelled_running_job_late_writes_change_nothing(
+    conn: psycopg.Connection[Any], queue: Queue
+) -> None:
     """The fencing: a handler that finishes after its job was cancelled records nothing; the job
     stays cancelled (never completed, retried or released)."""
     queue.enqueue_many(conn, [("t", {})] * 4)

@@ -70,7 +70,7 @@ def test_limited_claims_racing_take_at_most_k_per_key(
         claimed: list[Job] = []
         lock = threading.Lock()
 
-        def claimer(n: int) -> None:
+        def claimer(n: int, barrier: threading.Barrier, claimed: list[Job], lock: threading.Lock) -> None:
             with db.connect(dsn) as own:
                 barrier.wait()
                 for _ in range(3):
@@ -78,7 +78,7 @@ def test_limited_claims_racing_take_at_most_k_per_key(
                     with lock:
                         claimed.extend(jobs)
 
-        threads = [threading.Thread(target=claimer, args=(n,)) for n in range(8)]
+        threads = [threading.Thread(target=claimer, args=(n, barrier, claimed, lock)) for n in range(8)]
         for t in threads:
             t.start()
         for t in threads:

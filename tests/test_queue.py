@@ -167,12 +167,24 @@ def test_release_returns_jobs_without_counting_an_attempt(
 
 
 def test_status_counts_lists_every_status(conn: psycopg.Connection[Any], queue: Queue) -> None:
-    assert queue.status_counts(conn) == [("pending", 0), ("running", 0), ("completed", 0), ("failed", 0), ("cancelled", 0)]
+    assert queue.status_counts(conn) == [
+        ("pending", 0),
+        ("running", 0),
+        ("completed", 0),
+        ("failed", 0),
+        ("cancelled", 0),
+    ]
     queue.enqueue_many(conn, [("t", {})] * 3)
     (job,) = queue.claim(conn, "w")
     queue.complete(conn, job)
     queue.claim(conn, "w")
-    assert queue.status_counts(conn) == [("pending", 1), ("running", 1), ("completed", 1), ("failed", 0), ("cancelled", 0)]
+    assert queue.status_counts(conn) == [
+        ("pending", 1),
+        ("running", 1),
+        ("completed", 1),
+        ("failed", 0),
+        ("cancelled", 0),
+    ]
 
 
 def test_report_frames(conn: psycopg.Connection[Any], queue: Queue) -> None:

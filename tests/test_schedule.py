@@ -91,7 +91,9 @@ def test_a_tick_fires_once_even_after_its_job_finished(
     assert len(queue.jobs(conn)) == 1
 
 
-def test_workers_with_schedules_run_each_tick_once(dsn: str, conn: psycopg.Connection[Any], queue: Queue) -> None:
+def test_workers_with_schedules_run_each_tick_once(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
     add(queue, conn, "beat", "beat", every=1)
     ran: list[int] = []
 
