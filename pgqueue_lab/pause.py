@@ -1,8 +1,9 @@
 """Pausing a named queue: no worker claims its jobs until it is resumed; workers keep running.
 
 ``pause(queue, conn, "emails")`` adds the name to the small ``paused_queues`` table; every claim
-checks it (``NOT EXISTS`` in :data:`pgqueue_lab.sql.CLAIM`, an index lookup in a table of a
-few rows), so the pause takes effect at the next claim of every worker, wherever it runs. Jobs
+checks it (``queue NOT IN (SELECT ...)`` in :data:`pgqueue_lab.sql.CLAIM`: the table is read
+once per claim, into a hash table), so the pause takes effect at the next claim of every
+worker, wherever it runs. Jobs
 already claimed run to their end. ``resume`` deletes the row and announces the queue (NOTIFY),
 so idle workers look at once. Enqueueing into a paused queue works; its jobs wait.
 

@@ -19,6 +19,15 @@ def _statuses(conn: psycopg.Connection[Any], queue: Queue) -> dict[int, str]:
     return {job["id"]: job["status"] for job in queue.jobs(conn)}
 
 
+def _wait_for_listen(conn: psycopg.Connection[Any], name: str) -> None:
+    query = "SELECT count(*) FROM pg_stat_activity WHERE query = %s"
+    listen = f'LISTEN "{name}"'
+    deadline = time.monotonic() + 10
+    while conn.execute(query, [listen]).fetchone() != (1,):
+        assert time.monotonic() < deadline, "the worker's listener never ran LISTEN"
+        time.sleep(0.01)
+
+
 def test_a_cancelled_running_job_late_writes_change_nothing(
     conn: psycopg.Connection[Any], queue: Queue
 ) -> None:
@@ -61,8 +70,8 @@ def test_a_running_handler_learns_of_its_cancel_and_the_job_stays_cancelled(
     """With a listener the NOTIFY tells the worker; without one (a draining worker) the
     heartbeat's polling fallback does. Either way the handler sees ``cancel_requested``, its
     batch's unstarted jobs never start, and its success is not recorded."""
-    slow, after = queue.enqueue_many(conn, [("slow", {}), ("t", {})])
-    started, ran = threading.Event(), Counter[int]()
+    slow, after, third = queue.enqueue_many(conn, [("slow", {}), ("t", {}), ("t", {})])
+    started, third_ran, ran = threading.Event(), threading.Event(), Counter[int]()
     saw: list[bool] = []
 
     def slow_handler(job: Job) -> None:
@@ -75,20 +84,25 @@ def test_a_running_handler_learns_of_its_cancel_and_the_job_stays_cancelled(
 
     def handler(job: Job) -> None:
         ran[job.id] += 1
+        if job.id == third:
+            third_ran.set()
 
     worker = Worker(queue, {"slow": slow_handler, "t": handler}, dsn=dsn, batch_size=2, name="c", lease=3)
     worker.start(until_empty=not listening)
     try:
         assert started.wait(10)
+        if listening:  # the listener runs LISTEN in a thread of its own: let it be listening
+            _wait_for_listen(conn, channel(queue))
         assert cancel(queue, conn, [slow, after]) == {slow: "running", after: "running"}
+        assert third_ran.wait(20)  # the worker went on past the cancelled batch
     finally:
         if listening:
             worker.stop(timeout=30)
         else:
             worker.join(timeout=30)
     assert saw == [True]
-    assert ran == {slow: 1}  # the second job of the batch was claimed, cancelled, never started
-    assert _statuses(conn, queue) == {slow: "cancelled", after: "cancelled"}
+    assert ran == {slow: 1, third: 1}  # `after` was claimed with `slow`, cancelled, never started
+    assert _statuses(conn, queue) == {slow: "cancelled", after: "cancelled", third: "completed"}
 
 
 def test_a_cancel_of_a_running_job_is_announced_on_the_cancel_channel(

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from pgqueue_lab import InvalidInputError, Job, Queue, Worker, db
+from pgqueue_lab.cancel import cancel
 from pgqueue_lab.queue import NewJob
 
 
@@ -94,6 +95,63 @@ def test_limited_claims_racing_take_at_most_k_per_key(
         assert keys == {"a": 3, "b": 3} and len(claimed) == 6
         queue.complete(conn, claimed)
         conn.execute(psycopg.sql.SQL("DELETE FROM {}.jobs").format(psycopg.sql.Identifier(queue.schema)))
+
+
+def test_limited_claims_racing_with_new_urgent_jobs_never_pass_the_limit(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    """The race the advisory lock closes: claims whose snapshots differ by a new job that goes
+    first. Eight claimers spin while a producer keeps enqueueing ever more urgent jobs of one
+    key, and a releaser cancels whatever runs (freeing the slot again and again), noting how
+    many jobs of the key were running each time. With a limit of 1, never more than one."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    seen: list[int] = []
+    running = psycopg.sql.SQL("SELECT id FROM {}.jobs WHERE status = 'running'").format(
+        psycopg.sql.Identifier(queue.schema)
+    )
+
+    def guarded(body: Any) -> Any:
+        def run(*args: Any) -> None:
+            try:
+                body(*args)
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        return run
+
+    @guarded
+    def producer() -> None:
+        with db.connect(dsn) as own:
+            for n in range(1, 600):
+                queue.enqueue(own, "t", priority=n, concurrency_key="k")
+
+    @guarded
+    def releaser() -> None:
+        with db.connect(dsn) as own:
+            while not stop.is_set():
+                with own.transaction():
+                    ids = [r[0] for r in own.execute(running).fetchall()]
+                    seen.append(len(cancel(queue, own, ids)))
+                time.sleep(0.002)
+
+    @guarded
+    def claimer(n: int) -> None:
+        with db.connect(dsn) as own:
+            while not stop.is_set():
+                queue.claim(own, f"c{n}", limit=1, per_key=1)
+
+    threads = [threading.Thread(target=claimer, args=(n,)) for n in range(8)]
+    threads += [threading.Thread(target=releaser), threading.Thread(target=producer)]
+    for t in threads:
+        t.start()
+    threads[-1].join()
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert max(seen) == 1 and seen.count(1) > 20  # the slot was taken and freed many times
+    assert dict(queue.status_counts(conn))["running"] <= 1
 
 
 def test_a_key_at_its_limit_does_not_block_the_keys_behind_it(
