@@ -22,12 +22,20 @@ pg-boss's ``singletonKey``; fairness: Hatchet's round-robin ``GROUP_ROUND_ROBIN`
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any
 
 from . import sql, validate
 
 if TYPE_CHECKING:
     from .queue import Connection, Queue
+
+
+def lock_key(schema: str) -> int:
+    """The advisory lock key of one queue's limited claims: the first 8 bytes of a SHA-256 of
+    the schema name, as a signed 64-bit integer (``pg_advisory_xact_lock(bigint)``)."""
+    digest = hashlib.sha256(f"pgqueue_lab keyed claim {schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def claim(
@@ -45,5 +53,5 @@ def claim(
         with queue._tx(conn):
             return conn.execute(queue._q(sql.CLAIM_KEYED), keyed).fetchall()
     with queue._tx(conn, statements=2):  # the lock is held until this transaction ends
-        conn.execute(sql.KEYED_CLAIM_LOCK, {"lock": f"pgqueue_lab keyed claim {queue.schema}"})
+        conn.execute(sql.KEYED_CLAIM_LOCK, {"lock": lock_key(queue.schema)})
         return conn.execute(queue._q(sql.CLAIM_KEYED), keyed).fetchall()

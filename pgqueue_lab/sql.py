@@ -457,7 +457,8 @@ PAUSED = "SELECT queue FROM {schema}.paused_queues ORDER BY queue"
 
 #: Limited claims of one queue take turns: this transaction-level advisory lock is held until
 #: the claim commits, so the next limited claim counts the running jobs the previous one made.
-KEYED_CLAIM_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%(lock)s, 0))"
+#: ``lock`` is a 64-bit key derived from the schema name (:func:`pgqueue_lab.limits.lock_key`).
+KEYED_CLAIM_LOCK = "SELECT pg_advisory_xact_lock(%(lock)s)"
 
 #: The claim with per-key limits and/or fairness (only used when one of them is asked for).
 #: ``turn`` numbers each key's due jobs in claim order (1 = its next job). With ``per_key`` a
@@ -466,7 +467,9 @@ KEYED_CLAIM_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%(lock)s, 0))"
 #: blocking); jobs without a key are not limited. With ``fair`` the batch takes every key's
 #: first job, then every key's second..., keys served longest ago (``key_turns``) first, so a
 #: key with 10,000 jobs does not starve a key with 10. Counting every due job costs time in
-#: proportion to the backlog: a price paid only by queues that use these modes.
+#: proportion to the backlog: a price paid only by queues that use these modes. The keys served
+#: are recorded in key order, so concurrent fair claims lock ``key_turns`` rows in one order
+#: (no deadlock).
 CLAIM_KEYED = """\
 WITH busy AS (
     SELECT concurrency_key, count(*) AS running
@@ -513,6 +516,7 @@ WITH busy AS (
     INSERT INTO {schema}.key_turns (concurrency_key, served_at)
     SELECT k, clock_timestamp()
     FROM (SELECT DISTINCT coalesce(concurrency_key, '') AS k FROM claimed WHERE %(fair)s) AS s
+    ORDER BY k
     ON CONFLICT (concurrency_key) DO UPDATE SET served_at = EXCLUDED.served_at
 )
 SELECT id, queue, type, payload, attempts, max_attempts

@@ -507,8 +507,8 @@ class Worker:
         while not self._stop.is_set():
             try:
                 with self._connect() as conn:
+                    cancel.listen(self.queue, conn)  # first: the jobs channel's LISTEN is the last query
                     self.queue.listen(conn)
-                    cancel.listen(self.queue, conn)
                     while not self._stop.is_set():
                         notes = list(conn.notifies(timeout=0.5, stop_after=1))
                         cancel.tell(self._holdings, cancel.requested(self.queue, notes))

@@ -92,7 +92,7 @@ def test_a_running_handler_learns_of_its_cancel_and_the_job_stays_cancelled(
     try:
         assert started.wait(10)
         if listening:  # the listener runs LISTEN in a thread of its own: let it be listening
-            _wait_for_listen(conn, channel(queue))
+            _wait_for_listen(conn, queue.channel)  # LISTENed after the cancel channel
         assert cancel(queue, conn, [slow, after]) == {slow: "running", after: "running"}
         assert third_ran.wait(20)  # the worker went on past the cancelled batch
     finally:

@@ -183,6 +183,25 @@ def test_fair_mode_serves_a_small_tenant_among_a_big_one(conn: psycopg.Connectio
     assert [job.id for job in batch] == big[30:36]  # the small tenant has nothing left
 
 
+@pytest.mark.parametrize("per_key", [None, 3])
+def test_eight_threads_in_fair_mode_run_every_job_once(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue, per_key: int | None
+) -> None:
+    """Concurrent fair claims record the keys they served in one order: no deadlock between
+    them, and every job of 30 tenants runs exactly once."""
+    ids = queue.enqueue_many(conn, [NewJob("t", concurrency_key=f"tenant-{n % 30}") for n in range(1500)])
+    ran: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    def handler(job: Job) -> None:
+        with lock:
+            ran[job.id] += 1
+
+    worker = Worker(queue, {"t": handler}, dsn=dsn, threads=8, batch_size=10, fair=True, per_key=per_key)
+    stats = worker.run()
+    assert set(ran) == set(ids) and set(ran.values()) == {1} and stats.errors == []
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
 def test_a_bad_per_key_limit_is_refused(conn: psycopg.Connection[Any], queue: Queue, bad: Any) -> None:
     queue.enqueue(conn, "t", concurrency_key="k")
