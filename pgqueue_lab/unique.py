@@ -14,8 +14,10 @@ plain :meth:`~pgqueue_lab.queue.Queue.enqueue` and ``enqueue_many`` paths are un
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import psycopg
 
 from . import sql, validate
 from .errors import InvalidInputError
@@ -23,9 +25,17 @@ from .errors import InvalidInputError
 if TYPE_CHECKING:
     from .queue import Connection, NewJob, Queue
 
+T = TypeVar("T")
+
 #: How many times a statement is run again when the job holding the key committed after the
 #: statement began (so it neither inserted nor saw that job); each retry sees a newer snapshot.
 RETRIES = 50
+
+#: How many times an enqueue with keys is run again after PostgreSQL ended it to break a
+#: deadlock: producers inserting the same keys at once (a batch and a single enqueue, say) can
+#: wait for each other's uncommitted keys in a cycle. PostgreSQL rolls one back (its transaction,
+#: or the savepoint the helper opened inside yours), and the helper runs it again.
+DEADLOCK_RETRIES = 20
 
 
 def keys(unique_key: object, concurrency_key: object, index: int | None) -> dict[str, str | None]:
@@ -55,9 +65,13 @@ def enqueue_one(queue: Queue, conn: Connection, params: dict[str, Any], key: dic
         producer racing with a worker that finishes such jobs at once, again and again).
     """
     statement = {**params, **key, "channel": queue.channel}
-    for _ in range(RETRIES):
+
+    def attempt() -> Any:
         with queue._tx(conn):
-            row = conn.execute(queue._q(sql.ENQUEUE_UNIQUE), statement).fetchone()
+            return conn.execute(queue._q(sql.ENQUEUE_UNIQUE), statement).fetchone()
+
+    for _ in range(RETRIES):
+        row = _retrying(attempt)
         if row is not None:
             return int(row[0])
     raise RuntimeError(f"could not enqueue or find the job with unique_key {key['unique_key']!r}")
@@ -77,14 +91,28 @@ def enqueue_many(
         for i, (job, row) in enumerate(zip(jobs, rows, strict=True))
     ]
     params = {"jobs": validate.batch_json(batch), "channel": queue.channel}
-    with queue._tx(conn, statements=2):
-        found = conn.execute(queue._q(sql.ENQUEUE_MANY_UNIQUE), params).fetchall()
-        ids: list[int | None] = [None if i is None else int(i) for _, i, _ in found]
-        for n, job_id in enumerate(ids):
-            if job_id is None:
-                row = batch[n]
-                key = {"unique_key": row["unique_key"], "concurrency_key": row["concurrency_key"]}
-                ids[n] = enqueue_one(
-                    queue, conn, {**row, "payload": validate.payload_json(row["payload"])}, key
-                )
-    return [int(i) for i in ids if i is not None]
+
+    def attempt() -> list[int]:
+        with queue._tx(conn, statements=2):
+            found = conn.execute(queue._q(sql.ENQUEUE_MANY_UNIQUE), params).fetchall()
+            ids: list[int | None] = [None if i is None else int(i) for _, i, _ in found]
+            for n, job_id in enumerate(ids):
+                if job_id is None:
+                    row = batch[n]
+                    key = {"unique_key": row["unique_key"], "concurrency_key": row["concurrency_key"]}
+                    checked = {**row, "payload": validate.payload_json(row["payload"])}
+                    ids[n] = enqueue_one(queue, conn, checked, key)
+        return [int(i) for i in ids if i is not None]
+
+    return _retrying(attempt)
+
+
+def _retrying(attempt: Callable[[], T]) -> T:
+    """Run ``attempt`` (one statement, transaction or savepoint) again when PostgreSQL ended it to
+    break a deadlock, up to :data:`DEADLOCK_RETRIES` times."""
+    for _ in range(DEADLOCK_RETRIES):
+        try:
+            return attempt()
+        except psycopg.errors.DeadlockDetected:
+            continue
+    return attempt()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 import psycopg
@@ -158,3 +158,58 @@ def test_a_bad_unique_or_concurrency_key_is_refused_before_anything_is_sent(
     with pytest.raises(InvalidInputError, match=r"concurrency_key .*job #1 of the batch"):
         queue.enqueue_many(conn, [NewJob("t"), NewJob("t", concurrency_key=bad)])
     assert queue.jobs(conn) == []
+
+
+def test_batches_and_single_enqueues_racing_with_claims_survive_their_deadlocks(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    """Found by attacking the feature: a batch and a single enqueue of the same keys, while a
+    worker claims and completes jobs holding them, can wait for each other in a cycle.
+    PostgreSQL ends one; the helper runs it again, so no producer sees the deadlock."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def producer(n: int) -> None:
+        rnd = random.Random(n)
+        try:
+            with db.connect(dsn) as own:
+                while not stop.is_set():
+                    if rnd.random() < 0.5:
+                        batch = [
+                            NewJob("t", unique_key=f"k{rnd.randrange(10)}")
+                            for _ in range(rnd.randrange(1, 8))
+                        ]
+                        queue.enqueue_many(own, batch)
+                    else:
+                        queue.enqueue(own, "t", unique_key=f"k{rnd.randrange(10)}")
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    def finisher() -> None:
+        try:
+            with db.connect(dsn) as own:
+                while not stop.is_set():
+                    queue.complete(own, queue.claim(own, "w", limit=5))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=producer, args=(n,)) for n in range(4)]
+    threads.append(threading.Thread(target=finisher))
+    for t in threads:
+        t.start()
+    stop.wait(4)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == []
+    live = Counter(
+        j["unique_key"] for j in _jobs_with_keys(conn, queue) if j["status"] in ("pending", "running")
+    )
+    assert set(live.values()) <= {1}
+
+
+def _jobs_with_keys(conn: psycopg.Connection[Any], queue: Queue) -> list[dict[str, Any]]:
+    query = psycopg.sql.SQL("SELECT unique_key, status FROM {}.jobs").format(
+        psycopg.sql.Identifier(queue.schema)
+    )
+    return [{"unique_key": k, "status": s} for k, s in conn.execute(query).fetchall()]
