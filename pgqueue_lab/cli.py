@@ -12,6 +12,9 @@
 ``pgqueue-lab worker ...``      a worker process serving a queue until Ctrl-C
 ``pgqueue-lab enqueue ...``     a producer: jobs of one type, at once or at a rate
 ``pgqueue-lab watch ...``       a live view of a queue (rich), until Ctrl-C
+``pgqueue-lab cancel ...``      cancel jobs by id (pending: never run; running: told to stop)
+``pgqueue-lab pause ...``       pause a named queue (workers take none of its jobs); list paused
+``pgqueue-lab resume ...``      resume a paused named queue
 ``pgqueue-lab --version``       the version
 
 Each command family lives in its own module (``bench``, ``course``, ``check``, ``classroom``...);
@@ -29,7 +32,7 @@ from typing import NoReturn
 
 import psycopg
 
-from . import __version__, bench, check, classroom, course, db, enqueue, serve, terminal, watch
+from . import __version__, bench, cancel, check, classroom, course, db, enqueue, pause, serve, terminal, watch
 from .demo import run_demo
 from .errors import QueueError
 
@@ -104,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_arguments(sub.add_parser("worker", help="serve a queue from this terminal until Ctrl-C"))
     enqueue.add_arguments(sub.add_parser("enqueue", help="enqueue jobs of one type, at once or at a rate"))
     watch.add_arguments(sub.add_parser("watch", help="a live view of a queue until Ctrl-C"))
+    cancel.add_arguments(sub.add_parser("cancel", help="cancel jobs by id"))
+    pause.add_arguments(sub.add_parser("pause", help="pause a named queue (no QUEUE: list)"), resuming=False)
+    pause.add_arguments(sub.add_parser("resume", help="resume a paused named queue"), resuming=True)
     return parser
 
 
@@ -138,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return enqueue.main(args)
         if args.command == "watch":
             return watch.main(args)
+        if args.command == "cancel":
+            return cancel.main(args)
+        if args.command in ("pause", "resume"):
+            return pause.main(args, resuming=args.command == "resume")
         if args.action == "url":
             print(db.mask_dsn(db.get_dsn()))
             return 0

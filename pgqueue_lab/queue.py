@@ -18,15 +18,16 @@ change it any more (*fencing*).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
 
-from . import sql, validate
+from . import limits, sql, unique, validate
 from .errors import InvalidInputError, QueueNotFoundError
 
 Connection = psycopg.Connection[Any]
@@ -45,6 +46,9 @@ class Job:
     ``token`` is the claim token the database gave this run of the job; pass the ``Job`` itself
     to :meth:`Queue.complete`, :meth:`Queue.fail`, :meth:`Queue.heartbeat` and
     :meth:`Queue.release`, which present it.
+
+    A long handler may look at :attr:`cancel_requested` and return early: the job was cancelled
+    (:func:`pgqueue_lab.cancel.cancel`) and its outcome will not be recorded.
     """
 
     id: int
@@ -54,11 +58,23 @@ class Job:
     attempts: int
     max_attempts: int
     token: UUID | None = None
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether this job was cancelled while it ran (set by the worker when it hears of it)."""
+        return self._cancel.is_set()
+
+    def request_cancel(self) -> None:
+        """Mark the job cancelled for its handler (the worker calls it; the database already
+        says ``cancelled``)."""
+        self._cancel.set()
 
 
 @dataclass(frozen=True)
 class NewJob:
-    """One job for :meth:`Queue.enqueue_many`; only ``type`` is required."""
+    """One job for :meth:`Queue.enqueue_many`; only ``type`` is required. ``unique_key`` and
+    ``concurrency_key``: see :meth:`Queue.enqueue`."""
 
     type: str
     payload: Any = None
@@ -66,6 +82,8 @@ class NewJob:
     priority: int = 0
     delay: float = 0.0
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    unique_key: str | None = None
+    concurrency_key: str | None = None
 
 
 def _new_job(item: NewJob | tuple[Any, ...] | Mapping[str, Any], index: int) -> NewJob:
@@ -167,13 +185,20 @@ class Queue:
     # -- schema ----------------------------------------------------------------------------
 
     def create(self, conn: Connection) -> None:
-        """Create the schema, the ``jobs`` table and its two partial indexes (idempotent)."""
+        """Create the schema, the ``jobs`` table and its partial indexes, and the small tables of
+        the optional features (paused queues, key turns, schedules). Idempotent; on a queue made
+        by an older version it adds what is missing."""
         with conn.transaction():
             for statement in (
                 sql.CREATE_SCHEMA,
                 sql.CREATE_TABLE,
                 sql.CREATE_CLAIM_INDEX,
                 sql.CREATE_LEASE_INDEX,
+                sql.CREATE_FEATURE_COLUMNS,
+                sql.CREATE_UNIQUE_INDEX,
+                sql.CREATE_PAUSED_TABLE,
+                sql.CREATE_KEY_TURNS_TABLE,
+                sql.CREATE_SCHEDULES_TABLE,
             ):
                 conn.execute(self._q(statement))
 
@@ -195,6 +220,8 @@ class Queue:
         delay: float = 0.0,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         notify: bool = True,
+        unique_key: str | None = None,
+        concurrency_key: str | None = None,
     ) -> int:
         """Insert one job and NOTIFY the channel, in one transaction. Returns the job id.
 
@@ -203,10 +230,16 @@ class Queue:
         :param delay: seconds from now (database clock) before the job may be claimed.
         :param max_attempts: how many times the job may run before it stays ``failed``.
         :param notify: announce the job (``NOTIFY``). ``False``: workers find it when they poll
-            (``Worker(..., listen=False)``); the commit then takes no server-wide lock.
+            (``Worker(..., listen=False)``); the commit then takes no server-wide lock. A job with
+            a key is always announced.
+        :param unique_key: while a job with this key is pending or running, enqueueing another
+            inserts nothing and returns that job's id (see :mod:`pgqueue_lab.unique`).
+        :param concurrency_key: the key a claim with ``per_key`` limits (a customer, a tenant).
         :raises InvalidInputError: before anything is sent, if an argument is unusable.
         """
         params = self._job_params(NewJob(type, payload, queue, priority, delay, max_attempts), None)
+        if unique_key is not None or concurrency_key is not None:  # always announced
+            return unique.enqueue_one(self, conn, params, unique.keys(unique_key, concurrency_key, None))
         params["channel"] = self.channel
         with self._tx(conn):
             row = conn.execute(self._q(sql.ENQUEUE if notify else sql.ENQUEUE_QUIET), params).fetchone()
@@ -223,13 +256,18 @@ class Queue:
         """Insert many jobs in one statement (one round trip) and NOTIFY once per queue.
 
         :param jobs: :class:`NewJob` objects, ``(type, payload)`` tuples or dicts of NewJob fields.
-        :param notify: announce the jobs (``False``: polling workers find them).
-        :returns: the new ids, in the order given.
+        :param notify: announce the jobs (``False``: polling workers find them; jobs with a key
+            are always announced).
+        :returns: the new ids, in the order given (with a ``unique_key``: the id of the job that
+            holds the key, new or already there).
         :raises InvalidInputError: naming the first bad job; nothing is inserted.
         """
-        rows = [self._job_params(_new_job(item, i), i, check_payload=False) for i, item in enumerate(jobs)]
+        items = [_new_job(item, i) for i, item in enumerate(jobs)]
+        rows = [self._job_params(job, i, check_payload=False) for i, job in enumerate(items)]
         if not rows:
             return []
+        if any(job.unique_key is not None or job.concurrency_key is not None for job in items):
+            return unique.enqueue_many(self, conn, items, rows)
         params = {"jobs": validate.batch_json(rows), "channel": self.channel}
         with self._tx(conn):
             statement = sql.ENQUEUE_MANY if notify else sql.ENQUEUE_MANY_QUIET  # announced or not
@@ -274,6 +312,8 @@ class Queue:
         limit: int = 1,
         queues: Sequence[str] | str | None = None,
         lease: float = 300.0,
+        per_key: int | None = None,
+        fair: bool = False,
     ) -> list[Job]:
         """Claim up to ``limit`` due jobs atomically (``FOR UPDATE SKIP LOCKED``), mark them running.
 
@@ -284,6 +324,9 @@ class Queue:
         :param queues: only jobs of these queues (default: every queue).
         :param lease: seconds the claim is held (``locked_until``) before it counts as abandoned
             and :meth:`rescue` may give the job to another worker.
+        :param per_key: at most this many running jobs per ``concurrency_key`` (jobs without a
+            key are not limited); see :mod:`pgqueue_lab.limits`.
+        :param fair: take jobs round-robin across concurrency keys (see :mod:`pgqueue_lab.limits`).
         """
         token = uuid4()
         params = {
@@ -293,8 +336,11 @@ class Queue:
             "lease": validate.seconds(lease, "lease"),
             "token": token,
         }
-        with self._tx(conn):
-            rows = conn.execute(self._q(sql.CLAIM), params).fetchall()
+        if per_key is not None or fair:
+            rows = limits.claim(self, conn, params, per_key, fair)
+        else:
+            with self._tx(conn):
+                rows = conn.execute(self._q(sql.CLAIM), params).fetchall()
         return [Job(i, q, t, p, a, m, token) for i, q, t, p, a, m in rows]
 
     def complete(self, conn: Connection, jobs: Job | Iterable[Job]) -> int:

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from psycopg import sql as _sql
 
 #: The job states, in lifecycle order. The table's CHECK constraint enforces them.
-STATUSES = ("pending", "running", "completed", "failed")
+#: ``cancelled`` is final, like ``completed`` and ``failed`` (see :mod:`pgqueue_lab.cancel`).
+STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 
 CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS {schema}"
 
@@ -27,7 +28,7 @@ CREATE TABLE IF NOT EXISTS {schema}.jobs (
     type         text        NOT NULL CHECK (type <> ''),
     payload      jsonb       NOT NULL DEFAULT jsonb_build_object(),
     status       text        NOT NULL DEFAULT 'pending'
-                 CHECK (status IN ('pending', 'running', 'completed', 'failed')),
+                 CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
     priority     integer     NOT NULL DEFAULT 0,
     run_at       timestamptz NOT NULL DEFAULT now(),
     attempts     integer     NOT NULL DEFAULT 0,
@@ -89,6 +90,11 @@ SELECT id FROM batch, (SELECT count(*) FROM announced) AS sent ORDER BY id"""
 #: ``claim_token`` (one per claim, made by :meth:`~pgqueue_lab.queue.Queue.claim`) on every job
 #: it takes: every later write of this run (complete, fail, heartbeat, release) must present
 #: it, so a run whose lease lapsed, and whose job was rescued, can change nothing.
+#: Jobs of a paused queue (:mod:`pgqueue_lab.pause`) are left alone. ``NOT IN``, not ``NOT
+#: EXISTS``: the planner turns ``NOT EXISTS`` into an anti-join and, misjudging how many jobs a
+#: tiny table removes, sorted the whole queue instead of reading the claim index in order;
+#: ``NOT IN`` stays a hashed subplan, read once per claim (``queue`` is ``NOT NULL``, so
+#: ``NOT IN`` has no NULL surprise).
 CLAIM = """\
 WITH next AS (
     SELECT id
@@ -96,6 +102,7 @@ WITH next AS (
     WHERE status = 'pending'
       AND run_at <= now()
       AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+      AND queue NOT IN (SELECT queue FROM {schema}.paused_queues)
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -238,7 +245,8 @@ ORDER BY id"""
 #: slows down as it steps over them. ``SKIP_LOCKED`` skips the table if vacuum already runs.
 VACUUM_JOBS = "VACUUM (SKIP_LOCKED) {schema}.jobs"
 
-#: Seconds until the next pending job is due (negative if overdue, NULL if none is pending):
+#: Seconds until the next pending job (of a queue not paused) is due (negative if overdue, NULL if
+#: none is pending):
 #: an idle worker sleeps no longer than this, so a scheduled job starts on time. With
 #: ``future_only`` only jobs not yet due count: a worker whose claim found nothing although a
 #: job is due knows that job is locked by someone else, and waits for the next one instead.
@@ -247,13 +255,16 @@ SELECT extract(epoch FROM min(run_at) - now())::float8
 FROM {schema}.jobs
 WHERE status = 'pending'
   AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+  AND queue NOT IN (SELECT queue FROM {schema}.paused_queues)
   AND (NOT %(future_only)s OR run_at > now())"""
 
-#: Is any job still pending or running? (A draining worker stops when not.)
+#: Is any job still pending or running? (A draining worker stops when not.) Pending jobs of a
+#: paused queue do not count: a draining worker does not wait for a queue nobody resumes.
 HAS_WORK = """\
 SELECT EXISTS (
     SELECT 1 FROM {schema}.jobs
-    WHERE status IN ('pending', 'running')
+    WHERE (status = 'running'
+           OR status = 'pending' AND queue NOT IN (SELECT queue FROM {schema}.paused_queues))
       AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
 )"""
 
@@ -292,6 +303,269 @@ ORDER BY id"""
 
 LISTEN = "LISTEN {channel}"
 UNLISTEN = "UNLISTEN {channel}"
+
+# -- unique jobs, cancellation, pausing, per-key limits, schedules (issue 12) ------------------
+#
+# Each feature's columns and tables come with Queue.create() (idempotent, so an older queue
+# gains them too). The plain claim above only checks the small paused_queues table; the
+# statements below are used only when a feature is asked for.
+
+#: The columns of the optional features: a key that makes a job unique while it is pending or
+#: running, a key whose running jobs are limited (a customer, a tenant), and when a job was
+#: cancelled. ``ADD COLUMN ... IF NOT EXISTS`` upgrades a queue made by an older version.
+CREATE_FEATURE_COLUMNS = """\
+ALTER TABLE {schema}.jobs
+    ADD COLUMN IF NOT EXISTS unique_key      text CHECK (unique_key <> ''),
+    ADD COLUMN IF NOT EXISTS concurrency_key text CHECK (concurrency_key <> ''),
+    ADD COLUMN IF NOT EXISTS cancelled_at    timestamptz"""
+
+#: At most one pending or running job per unique key: a partial unique index, so a completed,
+#: failed or cancelled job frees its key. Jobs without a key are not in it.
+CREATE_UNIQUE_INDEX = """\
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique_idx
+    ON {schema}.jobs (unique_key)
+    WHERE unique_key IS NOT NULL AND status IN ('pending', 'running')"""
+
+#: Named queues whose jobs no worker claims until they are resumed.
+CREATE_PAUSED_TABLE = """\
+CREATE TABLE IF NOT EXISTS {schema}.paused_queues (
+    queue     text        PRIMARY KEY CHECK (queue <> ''),
+    paused_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+#: When the fair claim last served each concurrency key ('' for jobs without one).
+CREATE_KEY_TURNS_TABLE = """\
+CREATE TABLE IF NOT EXISTS {schema}.key_turns (
+    concurrency_key text        PRIMARY KEY,
+    served_at       timestamptz NOT NULL
+)"""
+
+#: Periodic jobs: a cron expression or an interval in seconds (exactly one), and the last tick
+#: that enqueued a job. A tick is enqueued by whichever scheduler moves ``last_tick`` forward.
+CREATE_SCHEDULES_TABLE = """\
+CREATE TABLE IF NOT EXISTS {schema}.schedules (
+    name       text        PRIMARY KEY CHECK (name <> ''),
+    type       text        NOT NULL CHECK (type <> ''),
+    payload    jsonb       NOT NULL DEFAULT jsonb_build_object(),
+    queue      text        NOT NULL DEFAULT 'default' CHECK (queue <> ''),
+    cron       text,
+    every      float8      CHECK (every > 0),
+    last_tick  timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CHECK ((cron IS NULL) <> (every IS NULL))
+)"""
+
+#: Insert one job unless a pending or running job has the same ``unique_key``: then return that
+#: job's id instead (``inserted`` false). ``ON CONFLICT`` waits for a concurrent insert of the
+#: same key to commit or roll back, so two producers never both insert. When the job we
+#: collided with committed after this statement began, its row is not visible to this
+#: statement's snapshot and no row comes back: the caller runs the statement again.
+ENQUEUE_UNIQUE = """\
+WITH job AS (
+    INSERT INTO {schema}.jobs (queue, type, payload, priority, run_at, max_attempts,
+                               unique_key, concurrency_key)
+    VALUES (%(queue)s, %(type)s, %(payload)s::jsonb, %(priority)s,
+            now() + make_interval(secs => %(delay)s), %(max_attempts)s,
+            %(unique_key)s, %(concurrency_key)s)
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'running')
+    DO NOTHING
+    RETURNING id, queue
+), announced AS (
+    SELECT pg_notify(%(channel)s, queue) FROM job
+)
+SELECT id, true AS inserted FROM job, (SELECT count(*) FROM announced) AS sent
+UNION ALL
+SELECT id, false FROM {schema}.jobs
+WHERE unique_key = %(unique_key)s AND status IN ('pending', 'running')
+  AND NOT EXISTS (SELECT 1 FROM job)"""
+
+#: ``enqueue_many`` when a job of the batch has a ``unique_key`` or a ``concurrency_key``: one
+#: row per job of the batch, in order, with its id (new, or the pending/running job that holds
+#: its key; NULL if that job committed after this statement began: the caller retries it) and
+#: whether it was inserted. Keyless jobs are inserted first, in batch order (so their identity
+#: values follow it), keyed ones then in key order: concurrent batches wait for each other's
+#: keys in one order, so they cannot deadlock. A key repeated in the batch is inserted once.
+ENQUEUE_MANY_UNIQUE = """\
+WITH batch AS (
+    SELECT n, job, job->>'unique_key' AS unique_key,
+           row_number() OVER (PARTITION BY job->>'unique_key' ORDER BY n) AS copy
+    FROM jsonb_array_elements(%(jobs)s::jsonb) WITH ORDINALITY AS t(job, n)
+), inserted AS (
+    INSERT INTO {schema}.jobs (queue, type, payload, priority, run_at, max_attempts,
+                               unique_key, concurrency_key)
+    SELECT job->>'queue', job->>'type', job->'payload', (job->>'priority')::int,
+           now() + make_interval(secs => (job->>'delay')::float8), (job->>'max_attempts')::int,
+           unique_key, job->>'concurrency_key'
+    FROM batch
+    WHERE unique_key IS NULL OR copy = 1
+    ORDER BY unique_key NULLS FIRST, n
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'running')
+    DO NOTHING
+    RETURNING id, queue, unique_key
+), announced AS (
+    SELECT pg_notify(%(channel)s, queue) FROM (SELECT DISTINCT queue FROM inserted) AS q
+), keyless AS (
+    SELECT b.n, i.id
+    FROM (SELECT n, row_number() OVER (ORDER BY n) AS k FROM batch WHERE unique_key IS NULL) AS b
+    JOIN (SELECT id, row_number() OVER (ORDER BY id) AS k FROM inserted WHERE unique_key IS NULL) AS i
+      USING (k)
+)
+SELECT b.n, coalesce(k.id, i.id, e.id) AS id, i.id IS NOT NULL AND b.copy = 1 AS inserted
+FROM batch AS b
+LEFT JOIN keyless AS k ON k.n = b.n
+LEFT JOIN inserted AS i ON i.unique_key = b.unique_key
+LEFT JOIN {schema}.jobs AS e
+       ON e.unique_key = b.unique_key AND e.status IN ('pending', 'running') AND i.id IS NULL,
+     (SELECT count(*) FROM announced) AS sent
+ORDER BY b.n"""
+
+#: Cancel jobs: a pending one is ``cancelled`` at once; a running one is ``cancelled`` too, and
+#: its worker is told (NOTIFY on the cancel channel, the job id as payload) so its handler can
+#: stop (``job.cancel_requested``). Its claim token and ``status = 'running'`` checks then make
+#: its late complete, fail, heartbeat or release change nothing. ``FOR UPDATE`` waits for a
+#: claim racing with it and reads the row again, so a job is never missed between the states.
+CANCEL = """\
+WITH cancelled AS (
+    UPDATE {schema}.jobs AS j
+    SET status = 'cancelled', cancelled_at = now(), finished_at = now(), locked_until = NULL
+    FROM (
+        SELECT id, status AS was FROM {schema}.jobs
+        WHERE id = ANY(%(ids)s) AND status IN ('pending', 'running')
+        ORDER BY id
+        FOR UPDATE
+    ) AS old
+    WHERE j.id = old.id
+    RETURNING j.id, old.was
+), told AS (
+    SELECT pg_notify(%(channel)s, id::text) FROM cancelled WHERE was = 'running'
+)
+SELECT id, was FROM cancelled, (SELECT count(*) FROM told) AS sent ORDER BY id"""
+
+#: Of these jobs (a worker's running ones), those cancelled: the worker's polling fallback for a
+#: lost cancel notification.
+CANCELLED_AMONG = """\
+SELECT id FROM {schema}.jobs
+WHERE id = ANY(%(ids)s) AND status = 'cancelled'
+ORDER BY id"""
+
+#: Pause a named queue: no claim takes its jobs until it is resumed. Jobs already claimed run on.
+PAUSE = """\
+INSERT INTO {schema}.paused_queues (queue) VALUES (%(queue)s)
+ON CONFLICT (queue) DO NOTHING
+RETURNING queue"""
+
+#: Resume a paused queue, and announce it (payload: the queue name) so idle workers look at once.
+RESUME = """\
+WITH resumed AS (
+    DELETE FROM {schema}.paused_queues WHERE queue = %(queue)s RETURNING queue
+)
+SELECT queue, pg_notify(%(channel)s, queue) FROM resumed"""
+
+#: The paused queues, by name.
+PAUSED = "SELECT queue FROM {schema}.paused_queues ORDER BY queue"
+
+#: Limited claims of one queue take turns: this transaction-level advisory lock is held until
+#: the claim commits, so the next limited claim counts the running jobs the previous one made.
+#: ``lock`` is a 64-bit key derived from the schema name (:func:`pgqueue_lab.limits.lock_key`).
+KEYED_CLAIM_LOCK = "SELECT pg_advisory_xact_lock(%(lock)s)"
+
+#: The claim with per-key limits and/or fairness (only used when one of them is asked for).
+#: ``turn`` numbers each key's due jobs in claim order (1 = its next job). With ``per_key`` a
+#: job is taken only if its key's running jobs plus its turn stay within the limit, so a key at
+#: its limit is skipped and the jobs of other keys behind it are taken (no head-of-line
+#: blocking); jobs without a key are not limited. With ``fair`` the batch takes every key's
+#: first job, then every key's second..., keys served longest ago (``key_turns``) first, so a
+#: key with 10,000 jobs does not starve a key with 10. Counting every due job costs time in
+#: proportion to the backlog: a price paid only by queues that use these modes. The keys served
+#: are recorded in key order, so concurrent fair claims lock ``key_turns`` rows in one order
+#: (no deadlock).
+CLAIM_KEYED = """\
+WITH busy AS (
+    SELECT concurrency_key, count(*) AS running
+    FROM {schema}.jobs
+    WHERE status = 'running' AND concurrency_key IS NOT NULL
+    GROUP BY concurrency_key
+), ranked AS (
+    SELECT j.id, j.priority, j.run_at, coalesce(b.running, 0) AS running,
+           j.concurrency_key IS NULL AS unlimited, t.served_at,
+           row_number() OVER (PARTITION BY j.concurrency_key
+                              ORDER BY j.priority DESC, j.run_at, j.id) AS turn
+    FROM {schema}.jobs AS j
+    LEFT JOIN busy AS b ON b.concurrency_key = j.concurrency_key
+    LEFT JOIN {schema}.key_turns AS t ON t.concurrency_key = coalesce(j.concurrency_key, '')
+    WHERE j.status = 'pending'
+      AND j.run_at <= now()
+      AND (%(queues)s::text[] IS NULL OR j.queue = ANY(%(queues)s::text[]))
+      AND j.queue NOT IN (SELECT queue FROM {schema}.paused_queues)
+), next AS (
+    SELECT j.id
+    FROM {schema}.jobs AS j
+    JOIN ranked AS r ON r.id = j.id
+    WHERE j.status = 'pending'
+      AND (%(per_key)s::int IS NULL OR r.unlimited OR r.running + r.turn <= %(per_key)s)
+    ORDER BY CASE WHEN %(fair)s THEN r.turn END,
+             CASE WHEN %(fair)s THEN r.served_at END NULLS FIRST,
+             r.priority DESC, r.run_at, r.id
+    LIMIT %(limit)s
+    FOR UPDATE OF j SKIP LOCKED
+), claimed AS (
+    UPDATE {schema}.jobs AS j
+    SET status = 'running',
+        attempts = j.attempts + 1,
+        worker_id = %(worker_id)s,
+        claim_token = %(token)s,
+        started_at = now(),
+        finished_at = NULL,
+        locked_until = now() + make_interval(secs => %(lease)s)
+    FROM next
+    WHERE j.id = next.id
+    RETURNING j.id, j.queue, j.type, j.payload, j.priority, j.run_at, j.attempts, j.max_attempts,
+              j.concurrency_key
+), served AS (
+    INSERT INTO {schema}.key_turns (concurrency_key, served_at)
+    SELECT k, clock_timestamp()
+    FROM (SELECT DISTINCT coalesce(concurrency_key, '') AS k FROM claimed WHERE %(fair)s) AS s
+    ORDER BY k
+    ON CONFLICT (concurrency_key) DO UPDATE SET served_at = EXCLUDED.served_at
+)
+SELECT id, queue, type, payload, attempts, max_attempts
+FROM claimed
+ORDER BY priority DESC, run_at, id"""
+
+#: Add a schedule, or change one (its ``last_tick`` is kept, so a change never repeats a tick).
+SCHEDULE_UPSERT = """\
+INSERT INTO {schema}.schedules (name, type, payload, queue, cron, every)
+VALUES (%(name)s, %(type)s, %(payload)s::jsonb, %(queue)s, %(cron)s, %(every)s)
+ON CONFLICT (name) DO UPDATE
+SET type = EXCLUDED.type, payload = EXCLUDED.payload, queue = EXCLUDED.queue,
+    cron = EXCLUDED.cron, every = EXCLUDED.every
+RETURNING name"""
+
+SCHEDULE_DELETE = "DELETE FROM {schema}.schedules WHERE name = %(name)s RETURNING name"
+
+#: Every schedule, with the database clock's time (every scheduler decides on the same clock).
+SCHEDULES = """\
+SELECT name, type, payload, queue, cron, every, last_tick, created_at, now() AS db_now
+FROM {schema}.schedules
+ORDER BY name"""
+
+#: Enqueue one tick of one schedule, exactly once however many schedulers try: the UPDATE moves
+#: ``last_tick`` forward only if it is behind this tick (a second scheduler waits for the first's
+#: row lock, re-reads the row, and finds it moved); the job also gets the tick's unique key.
+SCHEDULE_FIRE = """\
+WITH advanced AS (
+    UPDATE {schema}.schedules
+    SET last_tick = %(tick)s
+    WHERE name = %(name)s AND (last_tick IS NULL OR last_tick < %(tick)s)
+    RETURNING name, type, payload, queue
+), job AS (
+    INSERT INTO {schema}.jobs (queue, type, payload, unique_key)
+    SELECT queue, type, payload, %(unique_key)s FROM advanced
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'running')
+    DO NOTHING
+    RETURNING id, queue
+)
+SELECT id, pg_notify(%(channel)s, queue) FROM job"""
 
 # -- watching a queue live (pgqueue-lab watch, pgqueue_lab.watch) ------------------------------
 

@@ -179,7 +179,13 @@ def renderable(snapshot: Snapshot, *, interval: float = DEFAULT_INTERVAL) -> Any
     title = Text.assemble(
         ("pgqueue-lab watch", "bold"), f" · queue {s.schema} · every {interval:g} s · Ctrl-C stops"
     )
-    colours = {"pending": "yellow", "running": "cyan", "completed": "green", "failed": "red"}
+    colours = {
+        "pending": "yellow",
+        "running": "cyan",
+        "completed": "green",
+        "failed": "red",
+        "cancelled": "magenta",
+    }
     statuses = Text("jobs  ")
     for status in sql.STATUSES:
         statuses.append(f"{status} ", style=colours[status])

@@ -40,7 +40,7 @@ from typing import Any
 
 import psycopg
 
-from . import db, validate, wakeups
+from . import cancel, db, schedule, validate, wakeups
 from .errors import DatabaseUnavailableError, InvalidInputError, PermanentJobError, WorkerError
 from .holdings import CONNECTION_ERRORS, Batch, Holdings, WorkerStats, describe, refused
 from .queue import Connection, Job, Queue
@@ -92,6 +92,12 @@ class Worker:
     :param retention: move or delete finished jobs on a schedule (see
         :class:`~pgqueue_lab.retention.Retention`): the housekeeper runs it every
         ``retention.every`` seconds. Default: finished jobs stay in ``jobs``.
+    :param per_key: at most this many running jobs per ``concurrency_key``, and ``fair``:
+        round-robin across keys (see :mod:`pgqueue_lab.limits`; every worker of the queue should
+        use the same settings). A job cancelled while it runs gets ``job.cancel_requested``
+        (see :mod:`pgqueue_lab.cancel`).
+    :param schedules: also run a scheduler thread for the queue's periodic jobs (any number of
+        workers may; see :mod:`pgqueue_lab.schedule`).
     """
 
     def __init__(
@@ -112,6 +118,9 @@ class Worker:
         max_delay: float = 300.0,
         retention: Retention | None = None,
         listen: bool = True,
+        per_key: int | None = None,
+        fair: bool = False,
+        schedules: bool = False,
     ) -> None:
         if not isinstance(queue, Queue):
             raise InvalidInputError(f"queue must be a Queue, got {type(queue).__name__}: {queue!r}")
@@ -137,6 +146,8 @@ class Worker:
         }
         self.retry_delay = validate.seconds(retry_delay, "retry_delay")
         self.max_delay = validate.seconds(max_delay, "max_delay")
+        self.per_key = None if per_key is None else validate.positive_int(per_key, "per_key")
+        self.fair, self.schedules = bool(fair), bool(schedules)
         self.dsn = dsn or db.get_dsn()
         self.retention = None if retention is None else Schedule(queue, retention)
         self.listen = bool(listen)
@@ -219,6 +230,10 @@ class Worker:
             self._helpers.append(
                 threading.Thread(target=self._listener, name=f"{self.name}-listener", daemon=True)
             )
+        if self.schedules:
+            self._helpers.append(threading.Thread(
+                target=schedule.run, args=(self.queue, self._connect, self._stop),
+                name=f"{self.name}-scheduler", daemon=True))  # fmt: skip
         try:
             for thread in self._workers + self._helpers:
                 thread.start()
@@ -308,8 +323,9 @@ class Worker:
                     generation = self._generation
                     claimed_at = time.monotonic()
                     jobs = self.queue.claim(
-                        conn, worker_id, limit=self.batch_size, queues=self.queues, lease=self.lease
-                    )
+                        conn, worker_id, limit=self.batch_size, queues=self.queues, lease=self.lease,
+                        per_key=self.per_key, fair=self.fair,
+                    )  # fmt: skip
                     if jobs:
                         blocked = False
                         with self._lock:
@@ -517,18 +533,22 @@ class Worker:
 
     def _beat(self, conn: Connection) -> None:
         self._holdings.beat(conn)
+        cancel.poll(self.queue, conn, self._holdings)  # a cancel whose NOTIFY was lost
 
     def _listener(self) -> None:
         """Wake idle threads when a NOTIFY arrives; reconnect quietly if the connection drops."""
         while not self._stop.is_set():
             try:
                 with self._connect() as conn:
+                    cancel.listen(self.queue, conn)  # first: the jobs channel's LISTEN is the last query
                     self.queue.listen(conn)
                     if self.wakeups_ok is None:  # the first time: do notifications arrive at all?
                         every = self.poll_interval
                         self.wakeups_ok = wakeups.self_check(conn, self.queue, poll_interval=every)
                     while not self._stop.is_set():
-                        payloads = self.queue.wait(conn, timeout=0.5)
+                        notes = list(conn.notifies(timeout=0.5, stop_after=1))
+                        cancel.tell(self._holdings, cancel.requested(self.queue, notes))
+                        payloads = [n.payload for n in notes if n.channel == self.queue.channel]
                         if payloads and (self.queues is None or set(payloads) & set(self.queues)):
                             self._notify_all()
             except (psycopg.Error, DatabaseUnavailableError) as exc:

@@ -300,8 +300,8 @@ def test_list_shows_sessions_notebooks_and_jobs(teacher: str, two_students: Clas
     assert (states[second].sessions, states[second].notebooks, states[second].jobs) == (0, [], {})
     assert listed.returncode == 0, listed.stderr
     lines = {line.split()[0]: line.split() for line in listed.stdout.splitlines()[1:3]}
-    assert lines[first][1:] == ["1", "05", "2", "1", "0", "0"]
-    assert lines[second][1:] == ["0", "-", "0", "0", "0", "0"]
+    assert lines[first][1:] == ["1", "05", "2", "1", "0", "0", "0"]
+    assert lines[second][1:] == ["0", "-", "0", "0", "0", "0", "0"]
 
 
 def test_reset_passwords_gives_new_ones(teacher: str, two_students: Class) -> None:

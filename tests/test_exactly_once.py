@@ -35,7 +35,13 @@ def test_worker_threads_run_every_job_exactly_once(
     repeated = {job_id: n for job_id, n in ledger.items() if n != 1}
     assert repeated == {}, f"jobs run more than once: {list(repeated)[:10]}"
     assert stats.total_completed == JOBS and stats.total_failed == 0
-    assert queue.status_counts(conn) == [("pending", 0), ("running", 0), ("completed", JOBS), ("failed", 0)]
+    assert queue.status_counts(conn) == [
+        ("pending", 0),
+        ("running", 0),
+        ("completed", JOBS),
+        ("failed", 0),
+        ("cancelled", 0),
+    ]
     assert len(stats.completed) == THREADS  # every thread took part
     rows = conn.execute(
         psycopg.sql.SQL("SELECT count(DISTINCT worker_id) FROM {}.jobs").format(

@@ -20,7 +20,15 @@ def test_create_is_idempotent_and_drop_removes_everything(conn: psycopg.Connecti
     indexes = conn.execute(
         "SELECT indexname FROM pg_indexes WHERE schemaname = %s ORDER BY indexname", [q.schema]
     ).fetchall()
-    assert [r[0] for r in indexes] == ["jobs_claim_idx", "jobs_lease_idx", "jobs_pkey"]
+    assert [r[0] for r in indexes] == [
+        "jobs_claim_idx",
+        "jobs_lease_idx",
+        "jobs_pkey",
+        "jobs_unique_idx",
+        "key_turns_pkey",
+        "paused_queues_pkey",
+        "schedules_pkey",
+    ]
     q.drop(conn)
     left = conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", [q.schema]).fetchone()
     assert left == (0,)
@@ -193,12 +201,24 @@ def test_release_returns_jobs_without_counting_an_attempt(
 
 
 def test_status_counts_lists_every_status(conn: psycopg.Connection[Any], queue: Queue) -> None:
-    assert queue.status_counts(conn) == [("pending", 0), ("running", 0), ("completed", 0), ("failed", 0)]
+    assert queue.status_counts(conn) == [
+        ("pending", 0),
+        ("running", 0),
+        ("completed", 0),
+        ("failed", 0),
+        ("cancelled", 0),
+    ]
     queue.enqueue_many(conn, [("t", {})] * 3)
     (job,) = queue.claim(conn, "w")
     queue.complete(conn, job)
     queue.claim(conn, "w")
-    assert queue.status_counts(conn) == [("pending", 1), ("running", 1), ("completed", 1), ("failed", 0)]
+    assert queue.status_counts(conn) == [
+        ("pending", 1),
+        ("running", 1),
+        ("completed", 1),
+        ("failed", 0),
+        ("cancelled", 0),
+    ]
 
 
 def test_report_frames(conn: psycopg.Connection[Any], queue: Queue) -> None:
@@ -212,7 +232,13 @@ def test_report_frames(conn: psycopg.Connection[Any], queue: Queue) -> None:
         {"type": "report", "status": "pending"},
     ]
     counts = report.status_frame(conn, queue)
-    assert counts["jobs"].to_dict() == {"pending": 1, "running": 1, "completed": 0, "failed": 0}
+    assert counts["jobs"].to_dict() == {
+        "pending": 1,
+        "running": 1,
+        "completed": 0,
+        "failed": 0,
+        "cancelled": 0,
+    }
 
 
 def test_claim_uses_the_partial_index(conn: psycopg.Connection[Any], queue: Queue) -> None:

@@ -172,7 +172,13 @@ def test_killed_worker_processes_lose_no_job(conn: psycopg.Connection[Any], queu
     survivor = _start_worker(queue.schema, "survivor")
     assert survivor.wait(120) == 0
 
-    assert queue.status_counts(conn) == [("pending", 0), ("running", 0), ("completed", jobs), ("failed", 0)]
+    assert queue.status_counts(conn) == [
+        ("pending", 0),
+        ("running", 0),
+        ("completed", jobs),
+        ("failed", 0),
+        ("cancelled", 0),
+    ]
     executed, distinct = conn.execute(
         sql.compose("SELECT count(*), count(DISTINCT job_id) FROM {schema}.ledger", queue.schema)
     ).fetchone()  # type: ignore[misc]
@@ -254,7 +260,7 @@ def test_workers_reconnect_after_a_database_restart(private_server: Any) -> None
             counts = queue.status_counts(conn)
     finally:
         worker.stop(timeout=30)
-    assert counts == [("pending", 0), ("running", 0), ("completed", jobs), ("failed", 0)]
+    assert counts == [("pending", 0), ("running", 0), ("completed", jobs), ("failed", 0), ("cancelled", 0)]
     assert restarted_at < jobs, "the restart came after all the work: the test proved nothing"
     assert worker.stats.reconnects >= 1
     assert set(executed) == set(range(1, jobs + 1))

@@ -244,7 +244,7 @@ def test_watch_sees_lock_waits_and_the_frame_in_words(
         assert not thread_error
     snap = watch.take(conn, queue)
     assert snap.summary() == (
-        f"queue {queue.schema}\n  jobs: 1 pending, 0 running, 0 completed, 0 failed\n"
+        f"queue {queue.schema}\n  jobs: 1 pending, 0 running, 0 completed, 0 failed, 0 cancelled\n"
         "  workers that completed jobs: none\n  running jobs: none\n  sessions waiting for a lock: none"
     )
 

@@ -1,0 +1,137 @@
+"""Cancellation: a pending job never runs; a running job is asked to stop.
+
+``cancel(queue, conn, ids)`` moves each pending or running job to ``cancelled``, a final state
+like ``completed`` and ``failed`` (the table's CHECK constraint knows it), in one statement
+(:data:`pgqueue_lab.sql.CANCEL`). Jobs already finished are left alone.
+
+- A **pending** job is simply never claimed again: the claim takes only ``pending`` jobs, and
+  no retry, rescue or requeue takes a cancelled one back.
+- A **running** job is cancelled too, and its worker is told: a NOTIFY on the queue's cancel
+  channel (``<schema>_cancel``, the job id as payload) reaches a listening worker within
+  milliseconds; the worker's heartbeat also asks the database about the jobs it runs (the
+  polling fallback, at least once a second). The worker then sets :attr:`Job.cancel_requested
+  <pgqueue_lab.queue.Job.cancel_requested>`: a long handler checks it and returns early. Jobs
+  the worker claimed but had not started are dropped and never start. Python cannot stop a
+  thread, so a handler that never looks runs to its end.
+- **The job stays cancelled**, whatever its handler does: the late complete, fail, heartbeat or
+  release of that run finds no row still ``running`` (the fencing of every write), so a
+  cancelled job is never marked completed, retried or released.
+
+Peers: River's ``JobCancel`` (a ``cancelled`` state, running jobs told by NOTIFY), Oban's
+``cancel_job`` (``cancelled`` state), graphile-worker's ``permanently_fail_jobs``, pg-boss's
+``cancel``.
+
+``pgqueue-lab cancel --schema S ID...`` does the same from a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, TextIO
+
+import psycopg
+
+from . import db, sql, terminal, validate
+from .errors import InvalidInputError
+from .queue import Connection, Queue
+
+if TYPE_CHECKING:
+    from .holdings import Holdings
+
+
+def channel(queue: Queue) -> str:
+    """The queue's cancel channel: ``<schema>_cancel`` (fits the 63-byte identifier limit)."""
+    return f"{queue.schema}_cancel"
+
+
+def _ids(job_ids: int | Iterable[int]) -> list[int]:
+    ids = [job_ids] if isinstance(job_ids, int) else list(job_ids)
+    return [validate.integer(i, "job id", bits=64) for i in ids]
+
+
+def cancel(queue: Queue, conn: Connection, job_ids: int | Iterable[int]) -> dict[int, str]:
+    """Cancel jobs. Returns ``{id: what it was}`` for each job cancelled: ``"pending"`` (it
+    never runs) or ``"running"`` (its worker is told; its outcome will not be recorded). Ids of
+    jobs already finished, or unknown, are left out.
+
+    :raises InvalidInputError: an id is not a 64-bit integer, before anything is sent.
+    """
+    ids = sorted(set(_ids(job_ids)))
+    if not ids:
+        return {}
+    with queue._tx(conn):
+        rows = conn.execute(queue._q(sql.CANCEL), {"ids": ids, "channel": channel(queue)}).fetchall()
+    return {int(i): str(was) for i, was in rows}
+
+
+def listen(queue: Queue, conn: Connection) -> None:
+    """Subscribe a listening connection to the cancel channel too."""
+    conn.execute(sql.compose(sql.LISTEN, queue.schema, channel=channel(queue)))
+
+
+def requested(queue: Queue, notifies: Iterable[psycopg.Notify]) -> set[int]:
+    """The job ids in the cancel notifications among ``notifies``."""
+    name = channel(queue)
+    return {int(n.payload) for n in notifies if n.channel == name and n.payload.isdigit()}
+
+
+def tell(holdings: Holdings, job_ids: set[int]) -> None:
+    """Tell the worker's threads about cancelled jobs: a running handler's job gets
+    ``cancel_requested``; a claimed job not started yet is dropped, so it never starts."""
+    if not job_ids:
+        return
+    with holdings.lock:
+        for batch in (*holdings.batches.values(), holdings.orphans):
+            if batch.current is not None and batch.current.id in job_ids:
+                batch.current.request_cancel()
+            batch.waiting = [job for job in batch.waiting if job.id not in job_ids]
+
+
+def poll(queue: Queue, conn: Connection, holdings: Holdings) -> None:
+    """The polling fallback (a lost notification): ask the database whether a job some handler
+    runs now was cancelled (:data:`pgqueue_lab.sql.CANCELLED_AMONG`), and :func:`tell`."""
+    with holdings.lock:
+        ids = sorted(
+            job.id
+            for batch in holdings.batches.values()
+            for job in (batch.current, *batch.waiting)
+            if job is not None and not job.cancel_requested
+        )
+    if ids:
+        with queue._tx(conn):
+            rows = conn.execute(queue._q(sql.CANCELLED_AMONG), {"ids": ids}).fetchall()
+        tell(holdings, {int(r[0]) for r in rows})
+
+
+# -- pgqueue-lab cancel ----------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Cancel jobs: pending ones never run, running ones are asked to stop."
+    parser.add_argument("--schema", required=True, help="the queue's schema")
+    parser.add_argument("ids", nargs="+", metavar="ID", help="the ids of the jobs to cancel")
+
+
+def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    queue = Queue(args.schema)
+    ids = []
+    for text in args.ids:
+        if not text.isdigit():
+            raise InvalidInputError(f"a job id is a positive whole number, got {text!r}")
+        ids.append(int(text))
+    _ids(ids)
+    terminal.require_queue(queue)
+    with db.connect(application_name="pgqueue-lab cancel") as conn:
+        done = cancel(queue, conn, ids)
+    for job_id in sorted(set(ids)):
+        was = done.get(job_id)
+        if was == "pending":
+            print(f"job {job_id}: cancelled (it was pending; it will not run)", file=out)
+        elif was == "running":
+            print(f"job {job_id}: cancelled (it was running; its worker is told to stop)", file=out)
+        else:
+            print(f"job {job_id}: not cancelled (no such job, or it had already finished)", file=out)
+    return 0

@@ -1,0 +1,169 @@
+"""Periodic jobs: schedules stored in the database, ticked by any number of schedulers.
+
+``add(queue, conn, "nightly-report", "report", cron="0 2 * * *")`` (or ``every=300`` seconds)
+stores a schedule in the queue's ``schedules`` table. A scheduler (:func:`tick`, called by
+:func:`run` once a second, or by a :class:`~pgqueue_lab.worker.Worker` started with
+``schedules=True``) reads every schedule with the database's clock, works out each one's
+latest due tick, and enqueues it with :data:`pgqueue_lab.sql.SCHEDULE_FIRE`: an UPDATE that
+moves the schedule's ``last_tick`` forward only if it is behind this tick, and an INSERT of the
+job in the same statement. Any number of schedulers may run at once (one per worker, say):
+the row lock makes the second wait for the first, re-read the row and find the tick taken, so
+**each tick enqueues exactly one job**. The job also carries the tick's unique key
+(``schedule:<name>@<tick>``; see :mod:`pgqueue_lab.unique`).
+
+- Cron expressions are parsed by `cronsim <https://pypi.org/project/cronsim/>`_ (the parser of
+  Healthchecks.io: small, no dependencies, maintained), in UTC. Intervals tick at whole
+  multiples of ``every`` seconds since the Unix epoch, so every scheduler computes the same ticks.
+- A tick before the schedule was created never fires; **missed ticks are not caught up**:
+  after a pause of every scheduler, only the latest due tick is enqueued.
+
+Peers: River's periodic jobs (``PeriodicJob``, run by the elected leader), Oban's ``Cron``
+plugin, pg-boss's ``schedule`` (cron, exactly once per tick), graphile-worker's crontab,
+procrastinate's ``periodic``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cronsim import CronSim, CronSimError
+
+from . import sql, validate
+from .errors import InvalidInputError
+from .holdings import CONNECTION_ERRORS
+from .queue import Connection, Queue
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Fired:
+    """A tick a scheduler enqueued: the schedule, the tick (UTC), the new job's id."""
+
+    name: str
+    tick: datetime
+    job_id: int
+
+
+def check_cron(expression: object) -> str:
+    """Return ``expression`` if cronsim can parse it (5 fields, e.g. ``*/5 * * * *``).
+
+    :raises InvalidInputError: naming the expression and cronsim's reason.
+    """
+    if not isinstance(expression, str):
+        raise InvalidInputError(f"cron must be a string, got {type(expression).__name__}: {expression!r}")
+    try:
+        CronSim(expression, datetime.now(UTC))
+    except (CronSimError, ValueError) as exc:
+        raise InvalidInputError(f"cron expression {expression!r} is not valid: {exc}") from None
+    return expression
+
+
+def add(
+    queue: Queue,
+    conn: Connection,
+    name: str,
+    type: str,
+    payload: Any = None,
+    *,
+    cron: str | None = None,
+    every: float | None = None,
+    queue_name: str = "default",
+) -> None:
+    """Add the schedule ``name`` (or change it: its last tick is kept).
+
+    :param cron: a cron expression (UTC), e.g. ``"0 2 * * *"``; or
+    :param every: an interval in seconds (at least 1). Exactly one of the two.
+    :raises InvalidInputError: before anything is sent: neither or both given, a cron expression
+        cronsim refuses, an interval under 1 s, a bad name, type or payload.
+    """
+    if (cron is None) == (every is None):
+        raise InvalidInputError("give a schedule exactly one of cron='...' or every=seconds")
+    if every is not None:
+        every = validate.seconds(every, "every")
+        if every < 1 or not math.isfinite(every):
+            raise InvalidInputError(f"every must be at least 1 second, got {every}")
+    params = {
+        "name": validate.job_type(name, what="schedule name"),
+        "type": validate.job_type(type),
+        "payload": validate.payload_json({} if payload is None else payload),
+        "queue": validate.job_type(queue_name, what="queue name"),
+        "cron": None if cron is None else check_cron(cron),
+        "every": every,
+    }
+    with queue._tx(conn):
+        conn.execute(queue._q(sql.SCHEDULE_UPSERT), params)
+
+
+def remove(queue: Queue, conn: Connection, name: str) -> bool:
+    """Delete the schedule ``name``; returns whether it existed."""
+    params = {"name": validate.job_type(name, what="schedule name")}
+    with queue._tx(conn):
+        return conn.execute(queue._q(sql.SCHEDULE_DELETE), params).fetchone() is not None
+
+
+def latest_tick(cron: str | None, every: float | None, now: datetime) -> datetime:
+    """The latest tick at or before ``now`` (UTC) of a cron expression or an interval."""
+    now = now.astimezone(UTC)
+    if every is not None:
+        return datetime.fromtimestamp(math.floor(now.timestamp() / every) * every, UTC)
+    assert cron is not None
+    # cron ticks fall on whole minutes, and cronsim going backwards gives the ticks strictly
+    # before its start: start one second into this minute.
+    after = now.replace(second=1, microsecond=0)
+    return next(CronSim(cron, after, reverse=True))
+
+
+def tick(queue: Queue, conn: Connection) -> list[Fired]:
+    """Enqueue every schedule's latest due tick that no scheduler enqueued yet. Safe to call
+    from any number of processes at once: each tick is enqueued exactly once.
+
+    :returns: what this call enqueued (what another scheduler took is not in it).
+    """
+    with queue._tx(conn):
+        rows = conn.execute(queue._q(sql.SCHEDULES)).fetchall()
+    fired = []
+    for name, _type, _payload, _queue, cron, every, last_tick, created_at, db_now in rows:
+        due = latest_tick(cron, every, db_now)
+        if due < created_at or (last_tick is not None and due <= last_tick):
+            continue
+        params = {
+            "name": name,
+            "tick": due,
+            "unique_key": f"schedule:{name}@{due.isoformat()}",
+            "channel": queue.channel,
+        }
+        with queue._tx(conn):
+            row = conn.execute(queue._q(sql.SCHEDULE_FIRE), params).fetchone()
+        if row is not None:
+            fired.append(Fired(name, due, int(row[0])))
+    return fired
+
+
+def run(
+    queue: Queue, connect: Callable[[], Connection], stop: threading.Event, interval: float = 1.0
+) -> None:
+    """Call :func:`tick` every ``interval`` seconds until ``stop`` is set, reconnecting after a
+    lost connection (a worker's ``schedules=True`` runs this in a thread)."""
+    conn: Connection | None = None
+    try:
+        while not stop.is_set():
+            try:
+                if conn is None or conn.closed:
+                    conn = connect()
+                tick(queue, conn)
+            except CONNECTION_ERRORS as exc:
+                _log.warning("scheduler lost its connection (%s)", exc)
+                if conn is not None:
+                    conn.close()
+                conn = None
+            stop.wait(interval)
+    finally:
+        if conn is not None:
+            conn.close()

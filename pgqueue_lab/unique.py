@@ -1,0 +1,118 @@
+"""Unique jobs: at most one pending or running job per ``unique_key``.
+
+``queue.enqueue(conn, "report", {...}, unique_key="report:acme:2026-11")`` inserts a job only
+if no job with that key is pending or running; otherwise it returns the id of the job that is.
+A completed, failed or cancelled job frees its key. The database decides, not the producer: a
+partial unique index (:data:`pgqueue_lab.sql.CREATE_UNIQUE_INDEX`) and ``INSERT ... ON
+CONFLICT DO NOTHING`` (:data:`~pgqueue_lab.sql.ENQUEUE_UNIQUE`), so eight producers racing with
+the same key still make one job. Peers: River's unique jobs, Oban's ``unique``, pg-boss's
+``singletonKey``, procrastinate's ``queueing_lock``.
+
+The statements are used only when a job has a ``unique_key`` or a ``concurrency_key``; the
+plain :meth:`~pgqueue_lab.queue.Queue.enqueue` and ``enqueue_many`` paths are unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import psycopg
+
+from . import sql, validate
+from .errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from .queue import Connection, NewJob, Queue
+
+T = TypeVar("T")
+
+#: How many times a statement is run again when the job holding the key committed after the
+#: statement began (so it neither inserted nor saw that job); each retry sees a newer snapshot.
+RETRIES = 50
+
+#: How many times an enqueue with keys is run again after PostgreSQL ended it to break a
+#: deadlock: producers inserting the same keys at once (a batch and a single enqueue, say) can
+#: wait for each other's uncommitted keys in a cycle. PostgreSQL rolls one back (its transaction,
+#: or the savepoint the helper opened inside yours), and the helper runs it again.
+DEADLOCK_RETRIES = 20
+
+
+def keys(unique_key: object, concurrency_key: object, index: int | None) -> dict[str, str | None]:
+    """Check a job's keys: each is ``None`` or a non-empty string (see
+    :func:`pgqueue_lab.validate.job_type`).
+
+    :raises InvalidInputError: naming the bad key (and the job of the batch).
+    """
+    where = "" if index is None else f" (job #{index} of the batch)"
+    try:
+        return {
+            "unique_key": None if unique_key is None else validate.job_type(unique_key, what="unique_key"),
+            "concurrency_key": None
+            if concurrency_key is None
+            else validate.job_type(concurrency_key, what="concurrency_key"),
+        }
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{exc}{where}") from None
+
+
+def enqueue_one(queue: Queue, conn: Connection, params: dict[str, Any], key: dict[str, str | None]) -> int:
+    """Insert one job with keys, or return the id of the pending/running job holding its
+    ``unique_key`` (:data:`pgqueue_lab.sql.ENQUEUE_UNIQUE`). ``params`` are checked, the payload
+    already JSON text.
+
+    :raises RuntimeError: the key changed hands more than :data:`RETRIES` times in a row (a
+        producer racing with a worker that finishes such jobs at once, again and again).
+    """
+    statement = {**params, **key, "channel": queue.channel}
+
+    def attempt() -> Any:
+        with queue._tx(conn):
+            return conn.execute(queue._q(sql.ENQUEUE_UNIQUE), statement).fetchone()
+
+    for _ in range(RETRIES):
+        row = _retrying(attempt)
+        if row is not None:
+            return int(row[0])
+    raise RuntimeError(f"could not enqueue or find the job with unique_key {key['unique_key']!r}")
+
+
+def enqueue_many(
+    queue: Queue, conn: Connection, jobs: Sequence[NewJob], rows: list[dict[str, Any]]
+) -> list[int]:
+    """``enqueue_many`` for a batch in which some job has a key: one statement
+    (:data:`pgqueue_lab.sql.ENQUEUE_MANY_UNIQUE`), and one :func:`enqueue_one` per job whose key
+    was taken by a job that committed after the statement began (rare). All in one transaction.
+
+    :returns: one id per job, in the order given; jobs repeating a key share its id.
+    """
+    batch = [
+        {**row, **keys(job.unique_key, job.concurrency_key, i)}
+        for i, (job, row) in enumerate(zip(jobs, rows, strict=True))
+    ]
+    params = {"jobs": validate.batch_json(batch), "channel": queue.channel}
+
+    def attempt() -> list[int]:
+        with queue._tx(conn, statements=2):
+            found = conn.execute(queue._q(sql.ENQUEUE_MANY_UNIQUE), params).fetchall()
+            ids: list[int | None] = [None if i is None else int(i) for _, i, _ in found]
+            for n, job_id in enumerate(ids):
+                if job_id is None:
+                    row = batch[n]
+                    key = {"unique_key": row["unique_key"], "concurrency_key": row["concurrency_key"]}
+                    checked = {**row, "payload": validate.payload_json(row["payload"])}
+                    ids[n] = enqueue_one(queue, conn, checked, key)
+        return [int(i) for i in ids if i is not None]
+
+    return _retrying(attempt)
+
+
+def _retrying(attempt: Callable[[], T]) -> T:
+    """Run ``attempt`` (one statement, transaction or savepoint) again when PostgreSQL ended it to
+    break a deadlock, up to :data:`DEADLOCK_RETRIES` times."""
+    for _ in range(DEADLOCK_RETRIES):
+        try:
+            return attempt()
+        except psycopg.errors.DeadlockDetected:
+            continue
+    return attempt()

@@ -1,0 +1,133 @@
+"""Periodic jobs: each tick of a schedule is enqueued exactly once, however many schedulers run."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgqueue_lab import InvalidInputError, Job, Queue, Worker, db, sql
+from pgqueue_lab.schedule import add, latest_tick, remove, tick
+
+
+def _jobs_by_key(conn: psycopg.Connection[Any], queue: Queue) -> Counter[str]:
+    rows = conn.execute(
+        psycopg.sql.SQL("SELECT unique_key FROM {}.jobs").format(psycopg.sql.Identifier(queue.schema))
+    ).fetchall()
+    return Counter(str(r[0]) for r in rows)
+
+
+def test_latest_tick_of_a_cron_expression_and_of_an_interval() -> None:
+    at = datetime(2026, 1, 1, 10, 5, 0, tzinfo=UTC)
+    assert latest_tick("*/5 * * * *", None, at) == at  # on the tick itself
+    assert latest_tick("*/5 * * * *", None, at.replace(minute=4, second=59)) == at.replace(minute=0)
+    assert latest_tick("0 2 * * *", None, at) == datetime(2026, 1, 1, 2, 0, tzinfo=UTC)
+    assert latest_tick(None, 2.5, at.replace(second=4)) == at.replace(second=2, microsecond=500_000)
+
+
+def test_four_schedulers_enqueue_each_tick_exactly_once(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    add(queue, conn, "every-second", "beat", {"hello": 1}, every=1)
+    stop = threading.Event()
+    fired: list[str] = []
+    lock = threading.Lock()
+
+    def scheduler() -> None:
+        with db.connect(dsn) as own:
+            while not stop.is_set():
+                mine = tick(queue, own)
+                with lock:
+                    fired.extend(f.tick.isoformat() for f in mine)
+                time.sleep(0.003)
+
+    threads = [threading.Thread(target=scheduler) for _ in range(4)]
+    for t in threads:
+        t.start()
+    stop.wait(3.2)
+    stop.set()
+    for t in threads:
+        t.join()
+    keys = _jobs_by_key(conn, queue)
+    assert 2 <= len(fired) <= 4 and len(fired) == len(set(fired))  # once per tick
+    assert keys == Counter(f"schedule:every-second@{t}" for t in fired)
+    assert {job["payload"]["hello"] for job in queue.jobs(conn)} == {1}
+
+
+def test_a_tick_fires_once_even_after_its_job_finished(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    """Eight schedulers fire the same tick at once (the boundary case), then one fires it again
+    after its job completed (so no unique key protects it any more): one job in all."""
+    add(queue, conn, "s", "t", every=60)
+    conn.execute(
+        psycopg.sql.SQL("UPDATE {}.schedules SET created_at = '2000-01-01'").format(
+            psycopg.sql.Identifier(queue.schema)
+        )
+    )
+    the_tick = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+    params = {"name": "s", "tick": the_tick, "unique_key": "schedule:s@x", "channel": queue.channel}
+    barrier = threading.Barrier(8)
+    got: list[Any] = []
+
+    def scheduler() -> None:
+        with db.connect(dsn) as own:
+            barrier.wait()
+            got.append(own.execute(sql.compose(sql.SCHEDULE_FIRE, queue.schema), params).fetchone())
+
+    threads = [threading.Thread(target=scheduler) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len([g for g in got if g is not None]) == 1
+    queue.complete(conn, queue.claim(conn, "w"))
+    assert conn.execute(sql.compose(sql.SCHEDULE_FIRE, queue.schema), params).fetchone() is None
+    assert len(queue.jobs(conn)) == 1
+
+
+def test_workers_with_schedules_run_each_tick_once(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    add(queue, conn, "beat", "beat", every=1)
+    ran: list[int] = []
+
+    def handler(job: Job) -> None:
+        ran.append(job.id)
+
+    workers = [Worker(queue, {"beat": handler}, dsn=dsn, schedules=True, name=f"s{n}") for n in range(3)]
+    for w in workers:
+        w.start()
+    time.sleep(2.5)
+    assert remove(queue, conn, "beat") is True and remove(queue, conn, "beat") is False
+    time.sleep(0.3)
+    for w in workers:
+        w.stop(timeout=30)
+    keys = _jobs_by_key(conn, queue)
+    assert 2 <= len(keys) <= 3 and set(keys.values()) == {1}
+    assert sorted(ran) == sorted(job["id"] for job in queue.jobs(conn))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "exactly one of cron"),
+        ({"cron": "* * * * *", "every": 5}, "exactly one of cron"),
+        ({"cron": "61 * * * *"}, "cron expression '61 \\* \\* \\* \\*' is not valid"),
+        ({"cron": "every day"}, "is not valid"),
+        ({"cron": 5}, "cron must be a string"),
+        ({"every": 0.5}, "at least 1 second"),
+        ({"every": -3}, "every"),
+    ],
+)
+def test_a_bad_schedule_is_refused_before_anything_is_sent(
+    conn: psycopg.Connection[Any], queue: Queue, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        add(queue, conn, "s", "t", **kwargs)
+    assert tick(queue, conn) == []
