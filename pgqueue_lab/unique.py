@@ -83,6 +83,8 @@ def enqueue_many(
     """``enqueue_many`` for a batch in which some job has a key: one statement
     (:data:`pgqueue_lab.sql.ENQUEUE_MANY_UNIQUE`), and one :func:`enqueue_one` per job whose key
     was taken by a job that committed after the statement began (rare). All in one transaction.
+    Later copies of a key in that fallback reuse the id its first copy was given (by then that
+    job may have finished, and a second :func:`enqueue_one` would make a new one).
 
     :returns: one id per job, in the order given; jobs repeating a key share its id.
     """
@@ -96,12 +98,16 @@ def enqueue_many(
         with queue._tx(conn, statements=2):
             found = conn.execute(queue._q(sql.ENQUEUE_MANY_UNIQUE), params).fetchall()
             ids: list[int | None] = [None if i is None else int(i) for _, i, _ in found]
+            resolved: dict[str, int] = {}  # unique_key -> the id its first copy was given
             for n, job_id in enumerate(ids):
                 if job_id is None:
                     row = batch[n]
+                    if row["unique_key"] in resolved:  # a later copy shares the first one's id
+                        ids[n] = resolved[row["unique_key"]]
+                        continue
                     key = {"unique_key": row["unique_key"], "concurrency_key": row["concurrency_key"]}
                     checked = {**row, "payload": validate.payload_json(row["payload"])}
-                    ids[n] = enqueue_one(queue, conn, checked, key)
+                    ids[n] = resolved[row["unique_key"]] = enqueue_one(queue, conn, checked, key)
         return [int(i) for i in ids if i is not None]
 
     return _retrying(attempt)
