@@ -81,7 +81,8 @@ def add(
     :param cron: a cron expression (UTC), e.g. ``"0 2 * * *"``; or
     :param every: an interval in seconds (at least 1). Exactly one of the two.
     :raises InvalidInputError: before anything is sent: neither or both given, a cron expression
-        cronsim refuses, an interval under 1 s, a bad name, type or payload.
+        cronsim refuses, an interval under 1 s, a bad name (at most
+        :data:`~pgqueue_lab.validate.MAX_KEY_LENGTH` characters), type or payload.
     """
     if (cron is None) == (every is None):
         raise InvalidInputError("give a schedule exactly one of cron='...' or every=seconds")
@@ -90,7 +91,7 @@ def add(
         if every < 1 or not math.isfinite(every):
             raise InvalidInputError(f"every must be at least 1 second, got {every}")
     params = {
-        "name": validate.job_type(name, what="schedule name"),
+        "name": validate.key(name, what="schedule name"),
         "type": validate.job_type(type),
         "payload": validate.payload_json({} if payload is None else payload),
         "queue": validate.job_type(queue_name, what="queue name"),
@@ -103,7 +104,7 @@ def add(
 
 def remove(queue: Queue, conn: Connection, name: str) -> bool:
     """Delete the schedule ``name``; returns whether it existed."""
-    params = {"name": validate.job_type(name, what="schedule name")}
+    params = {"name": validate.key(name, what="schedule name")}
     with queue._tx(conn):
         return conn.execute(queue._q(sql.SCHEDULE_DELETE), params).fetchone() is not None
 
@@ -120,49 +121,78 @@ def latest_tick(cron: str | None, every: float | None, now: datetime) -> datetim
     return next(CronSim(cron, after, reverse=True))
 
 
-def tick(queue: Queue, conn: Connection) -> list[Fired]:
+#: What a scheduler calls when one schedule fails (its name, the error), e.g. to count it.
+OnError = Callable[[str, Exception], None]
+
+
+def tick(queue: Queue, conn: Connection, on_error: OnError | None = None) -> list[Fired]:
     """Enqueue every schedule's latest due tick that no scheduler enqueued yet. Safe to call
     from any number of processes at once: each tick is enqueued exactly once.
 
+    Each schedule is isolated: one that fails (a cron expression written into the table by hand
+    that cronsim cannot parse, a statement the database refuses) is logged with its name and
+    reported to ``on_error``, and the others are ticked as usual. It fails again on every tick
+    until it is fixed or removed.
+
     :returns: what this call enqueued (what another scheduler took is not in it).
+    :raises psycopg.OperationalError: (and the other connection errors) the connection was lost.
     """
     with queue._tx(conn):
         rows = conn.execute(queue._q(sql.SCHEDULES)).fetchall()
     fired = []
     for name, _type, _payload, _queue, cron, every, last_tick, created_at, db_now in rows:
-        due = latest_tick(cron, every, db_now)
-        if due < created_at or (last_tick is not None and due <= last_tick):
+        try:
+            due = latest_tick(cron, every, db_now)
+            if due < created_at or (last_tick is not None and due <= last_tick):
+                continue
+            params = {
+                "name": name,
+                "tick": due,
+                "unique_key": f"schedule:{name}@{due.isoformat()}",
+                "channel": queue.channel,
+            }
+            with queue._tx(conn):
+                row = conn.execute(queue._q(sql.SCHEDULE_FIRE), params).fetchone()
+        except Exception as exc:
+            if conn.closed or conn.broken:  # a lost connection, not this schedule's fault
+                raise
+            _log.error("schedule %.100r skipped: %s: %s", name, type(exc).__name__, exc)
+            if on_error is not None:
+                on_error(name, exc)
             continue
-        params = {
-            "name": name,
-            "tick": due,
-            "unique_key": f"schedule:{name}@{due.isoformat()}",
-            "channel": queue.channel,
-        }
-        with queue._tx(conn):
-            row = conn.execute(queue._q(sql.SCHEDULE_FIRE), params).fetchone()
         if row is not None:
             fired.append(Fired(name, due, int(row[0])))
     return fired
 
 
 def run(
-    queue: Queue, connect: Callable[[], Connection], stop: threading.Event, interval: float = 1.0
+    queue: Queue,
+    connect: Callable[[], Connection],
+    stop: threading.Event,
+    interval: float = 1.0,
+    on_error: OnError | None = None,
 ) -> None:
     """Call :func:`tick` every ``interval`` seconds until ``stop`` is set, reconnecting after a
-    lost connection (a worker's ``schedules=True`` runs this in a thread)."""
+    lost connection (a worker's ``schedules=True`` runs this in a thread). A failing schedule
+    is reported to ``on_error`` (see :func:`tick`); any other unexpected error is logged,
+    reported as ``on_error("(scheduler)", exc)``, and the next tick tried: the thread never
+    dies silently."""
     conn: Connection | None = None
     try:
         while not stop.is_set():
             try:
                 if conn is None or conn.closed:
                     conn = connect()
-                tick(queue, conn)
+                tick(queue, conn, on_error)
             except CONNECTION_ERRORS as exc:
                 _log.warning("scheduler lost its connection (%s)", exc)
                 if conn is not None:
                     conn.close()
                 conn = None
+            except Exception as exc:  # noqa: BLE001 - the thread must not die silently
+                _log.exception("scheduler tick failed")
+                if on_error is not None:
+                    on_error("(scheduler)", exc)
             stop.wait(interval)
     finally:
         if conn is not None:

@@ -39,18 +39,18 @@ DEADLOCK_RETRIES = 20
 
 
 def keys(unique_key: object, concurrency_key: object, index: int | None) -> dict[str, str | None]:
-    """Check a job's keys: each is ``None`` or a non-empty string (see
-    :func:`pgqueue_lab.validate.job_type`).
+    """Check a job's keys: each is ``None`` or a non-empty string of at most
+    :data:`~pgqueue_lab.validate.MAX_KEY_LENGTH` characters (see :func:`pgqueue_lab.validate.key`).
 
     :raises InvalidInputError: naming the bad key (and the job of the batch).
     """
     where = "" if index is None else f" (job #{index} of the batch)"
     try:
         return {
-            "unique_key": None if unique_key is None else validate.job_type(unique_key, what="unique_key"),
+            "unique_key": None if unique_key is None else validate.key(unique_key, what="unique_key"),
             "concurrency_key": None
             if concurrency_key is None
-            else validate.job_type(concurrency_key, what="concurrency_key"),
+            else validate.key(concurrency_key, what="concurrency_key"),
         }
     except InvalidInputError as exc:
         raise InvalidInputError(f"{exc}{where}") from None

@@ -220,9 +220,19 @@ class Worker:
         if self.schedules:
             self._helpers.append(threading.Thread(
                 target=schedule.run, args=(self.queue, self._connect, self._stop),
+                kwargs={"on_error": self._schedule_failed},
                 name=f"{self.name}-scheduler", daemon=True))  # fmt: skip
         for thread in self._workers + self._helpers:
             thread.start()
+
+    def _schedule_failed(self, name: str, exc: Exception) -> None:
+        """The scheduler thread's report of a schedule whose tick failed: counted, and listed in
+        ``stats.errors`` once per schedule and kind of error (it fails again every tick)."""
+        message = f"schedule {name[:100]!r} failed: {type(exc).__name__} (see the log)"
+        with self._lock:
+            self.stats.schedule_errors += 1
+            if message not in self.stats.errors:
+                self.stats.errors.append(message)
 
     def stop(self, timeout: float | None = None) -> None:
         """Ask every thread to stop after its current job and wait up to ``timeout`` seconds.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import string
 import threading
 import time
 from collections import Counter
@@ -10,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from faults import wait_for
 
 from pgqueue_lab import InvalidInputError, Job, Queue, Worker, db, sql
 from pgqueue_lab.schedule import add, latest_tick, remove, tick
@@ -131,3 +134,44 @@ def test_a_bad_schedule_is_refused_before_anything_is_sent(
     with pytest.raises(InvalidInputError, match=message):
         add(queue, conn, "s", "t", **kwargs)
     assert tick(queue, conn) == []
+
+
+def _add_broken_schedules(conn: psycopg.Connection[Any], queue: Queue) -> str:
+    """A good schedule, and two that only SQL could write: a cron expression cronsim cannot parse,
+    and a name so long that its tick's unique key does not fit the index. All due since 2000."""
+    add(queue, conn, "good", "beat", every=1)
+    rnd = random.Random(12)  # random letters: the index cannot compress them
+    long_name = "b" + "".join(rnd.choice(string.ascii_letters) for _ in range(2679))  # fits the pkey
+    insert = psycopg.sql.SQL("INSERT INTO {}.schedules (name, type, cron, every) VALUES (%s, 't', %s, %s)")
+    schema = psycopg.sql.Identifier(queue.schema)
+    conn.execute(insert.format(schema), ("a-typo", "*/5 * * *", None))
+    conn.execute(insert.format(schema), (long_name, None, 1))
+    conn.execute(psycopg.sql.SQL("UPDATE {}.schedules SET created_at = '2000-01-01'").format(schema))
+    return long_name
+
+
+def test_a_broken_schedule_is_reported_and_the_others_still_fire(
+    conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    """Found by attacking the feature: the first schedule that failed stopped the whole tick."""
+    long_name = _add_broken_schedules(conn, queue)
+    assert [f.name for f in tick(queue, conn)] == ["good"]
+    failed: list[tuple[str, str]] = []
+    assert tick(queue, conn, lambda name, exc: failed.append((name, type(exc).__name__))) == []
+    assert failed == [("a-typo", "CronSimError"), (long_name, "ProgramLimitExceeded")]  # again
+
+
+def test_a_workers_scheduler_counts_broken_schedules_and_keeps_ticking(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    _add_broken_schedules(conn, queue)
+    ran: list[int] = []
+    worker = Worker(queue, {"beat": lambda job: ran.append(job.id)}, dsn=dsn, schedules=True)
+    worker.start()
+    try:
+        wait_for(lambda: len(ran) >= 2, 10, "two ticks of the good schedule")
+    finally:
+        worker.stop(timeout=30)
+    assert worker.stats.schedule_errors >= 4  # two broken schedules, at least two ticks
+    assert [e.split(" failed")[0] for e in worker.stats.errors][:1] == ["schedule 'a-typo'"]
+    assert len(worker.stats.errors) == 2  # listed once each, however many ticks failed
