@@ -11,8 +11,9 @@ the row lock makes the second wait for the first, re-read the row and find the t
 **each tick enqueues exactly one job**. The job also carries the tick's unique key
 (``schedule:<name>@<tick>``; see :mod:`pgqueue_lab.unique`).
 
-- Cron expressions are parsed by `cronsim <https://pypi.org/project/cronsim/>`_ (the parser of
-  Healthchecks.io: small, no dependencies, maintained), in UTC. Intervals tick at whole
+- Cron expressions (five fields: ticks fall on whole minutes) are parsed by `cronsim
+  <https://pypi.org/project/cronsim/>`_ (the parser of Healthchecks.io: small, no dependencies,
+  maintained), in UTC. Intervals tick at whole
   multiples of ``every`` seconds since the Unix epoch, so every scheduler computes the same ticks.
 - A tick before the schedule was created never fires; **missed ticks are not caught up**:
   after a pause of every scheduler, only the latest due tick is enqueued.
@@ -52,12 +53,26 @@ class Fired:
 
 
 def check_cron(expression: object) -> str:
-    """Return ``expression`` if cronsim can parse it (5 fields, e.g. ``*/5 * * * *``).
+    """Return ``expression`` if it has the five fields of standard cron (minute, hour, day of
+    month, month, day of week; e.g. ``*/5 * * * *``) and cronsim can parse it.
 
-    :raises InvalidInputError: naming the expression and cronsim's reason.
+    cronsim also reads a sixth, leading field of *seconds* (``*/10 * * * * *``), but the
+    scheduler works in whole minutes, so such an expression would fire once a minute, not as it
+    says: it is refused. (cronsim knows no ``@daily``-style aliases; write ``0 0 * * *``.)
+
+    :raises InvalidInputError: naming the expression and the reason (the number of fields, or
+        cronsim's).
     """
     if not isinstance(expression, str):
         raise InvalidInputError(f"cron must be a string, got {type(expression).__name__}: {expression!r}")
+    fields = len(expression.split())
+    if fields != 5:
+        raise InvalidInputError(
+            f"cron expression {expression!r} has {fields} field{'' if fields == 1 else 's'}; give "
+            "exactly 5 (minute hour "
+            "day-of-month month day-of-week): ticks fall on whole minutes, so there is no seconds "
+            "field (for an interval in seconds, use every=...)"
+        )
     try:
         CronSim(expression, datetime.now(UTC))
     except (CronSimError, ValueError) as exc:
@@ -110,11 +125,15 @@ def remove(queue: Queue, conn: Connection, name: str) -> bool:
 
 
 def latest_tick(cron: str | None, every: float | None, now: datetime) -> datetime:
-    """The latest tick at or before ``now`` (UTC) of a cron expression or an interval."""
+    """The latest tick at or before ``now`` (UTC) of a cron expression or an interval.
+
+    :raises InvalidInputError: the cron expression is one :func:`check_cron` refuses.
+    """
     now = now.astimezone(UTC)
     if every is not None:
         return datetime.fromtimestamp(math.floor(now.timestamp() / every) * every, UTC)
     assert cron is not None
+    check_cron(cron)  # a row written by SQL may hold anything; tick() isolates it
     # cron ticks fall on whole minutes, and cronsim going backwards gives the ticks strictly
     # before its start: start one second into this minute.
     after = now.replace(second=1, microsecond=0)

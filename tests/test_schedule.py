@@ -122,8 +122,11 @@ def test_workers_with_schedules_run_each_tick_once(
         ({}, "exactly one of cron"),
         ({"cron": "* * * * *", "every": 5}, "exactly one of cron"),
         ({"cron": "61 * * * *"}, "cron expression '61 \\* \\* \\* \\*' is not valid"),
-        ({"cron": "every day"}, "is not valid"),
+        ({"cron": "every day"}, "has 2 fields"),
         ({"cron": 5}, "cron must be a string"),
+        ({"cron": "*/10 * * * * *"}, "has 6 fields; give exactly 5 .* no seconds field"),
+        ({"cron": "0 0 * * * 2026"}, "has 6 fields"),
+        ({"cron": "@daily"}, "has 1 field; give exactly 5"),
         ({"every": 0.5}, "at least 1 second"),
         ({"every": -3}, "every"),
     ],
@@ -158,7 +161,7 @@ def test_a_broken_schedule_is_reported_and_the_others_still_fire(
     assert [f.name for f in tick(queue, conn)] == ["good"]
     failed: list[tuple[str, str]] = []
     assert tick(queue, conn, lambda name, exc: failed.append((name, type(exc).__name__))) == []
-    assert failed == [("a-typo", "CronSimError"), (long_name, "ProgramLimitExceeded")]  # again
+    assert failed == [("a-typo", "InvalidInputError"), (long_name, "ProgramLimitExceeded")]  # again
 
 
 def test_a_workers_scheduler_counts_broken_schedules_and_keeps_ticking(
@@ -175,3 +178,21 @@ def test_a_workers_scheduler_counts_broken_schedules_and_keeps_ticking(
     assert worker.stats.schedule_errors >= 4  # two broken schedules, at least two ticks
     assert [e.split(" failed")[0] for e in worker.stats.errors][:1] == ["schedule 'a-typo'"]
     assert len(worker.stats.errors) == 2  # listed once each, however many ticks failed
+
+
+def test_a_six_field_cron_row_written_by_sql_is_reported_not_fired_once_a_minute(
+    conn: psycopg.Connection[Any], queue: Queue
+) -> None:
+    """cronsim reads a leading seconds field; the scheduler works in whole minutes."""
+    with pytest.raises(InvalidInputError, match="has 6 fields"):
+        latest_tick("*/10 * * * * *", None, datetime(2026, 11, 28, 11, 0, 45, tzinfo=UTC))
+    insert = psycopg.sql.SQL("INSERT INTO {}.schedules (name, type, cron) VALUES ('s', 't', %s)")
+    conn.execute(insert.format(psycopg.sql.Identifier(queue.schema)), ("*/10 * * * * *",))
+    conn.execute(
+        psycopg.sql.SQL("UPDATE {}.schedules SET created_at = '2000-01-01'").format(
+            psycopg.sql.Identifier(queue.schema)
+        )
+    )
+    failed: list[str] = []
+    assert tick(queue, conn, lambda name, exc: failed.append(name)) == []
+    assert failed == ["s"] and queue.jobs(conn) == []
