@@ -68,10 +68,8 @@ def check_cron(expression: object) -> str:
     fields = len(expression.split())
     if fields != 5:
         raise InvalidInputError(
-            f"cron expression {expression!r} has {fields} field{'' if fields == 1 else 's'}; give "
-            "exactly 5 (minute hour "
-            "day-of-month month day-of-week): ticks fall on whole minutes, so there is no seconds "
-            "field (for an interval in seconds, use every=...)"
+            f"cron expression {expression!r} has {fields} field{'' if fields == 1 else 's'}, "
+            "not 5: minute hour day month weekday (no seconds)"
         )
     try:
         CronSim(expression, datetime.now(UTC))
