@@ -4,19 +4,25 @@
 stores a schedule in the queue's ``schedules`` table. A scheduler (:func:`tick`, called by
 :func:`run` once a second, or by a :class:`~pgqueue_lab.worker.Worker` started with
 ``schedules=True``) reads every schedule with the database's clock, works out each one's
-latest due tick, and enqueues it with :data:`pgqueue_lab.sql.SCHEDULE_FIRE`: an UPDATE that
-moves the schedule's ``last_tick`` forward only if it is behind this tick, and an INSERT of the
-job in the same statement. Any number of schedulers may run at once (one per worker, say):
-the row lock makes the second wait for the first, re-read the row and find the tick taken, so
-**each tick enqueues exactly one job**. The job also carries the tick's unique key
+due ticks not yet enqueued, and enqueues each, oldest first, with
+:data:`pgqueue_lab.sql.SCHEDULE_FIRE`: an UPDATE that moves the schedule's ``last_tick``
+forward only if it is behind this tick, and an INSERT of the job in the same statement. Any
+number of schedulers may run at once (one per worker, say): the row lock makes the second wait
+for the first, re-read the row and find the tick taken, so **each tick enqueues exactly one
+job**. The job also carries the tick's unique key
 (``schedule:<name>@<tick>``; see :mod:`pgqueue_lab.unique`).
 
 - Cron expressions (five fields: ticks fall on whole minutes) are parsed by `cronsim
   <https://pypi.org/project/cronsim/>`_ (the parser of Healthchecks.io: small, no dependencies,
-  maintained), in UTC. Intervals tick at whole
-  multiples of ``every`` seconds since the Unix epoch, so every scheduler computes the same ticks.
-- A tick before the schedule was created never fires; **missed ticks are not caught up**:
-  after a pause of every scheduler, only the latest due tick is enqueued.
+  maintained), in UTC. Intervals tick at whole multiples of ``every`` seconds since the Unix
+  epoch, so every scheduler computes the same ticks.
+- :func:`run` wakes just after each whole multiple of its ``interval`` (each second), not an
+  interval after its last tick ended, so it does not drift past ticks.
+- A tick before the schedule was created never fires. **Missed ticks are caught up, at most
+  :data:`CATCH_UP` (3) of them**: a scheduler that was slow (a tick call longer than a
+  second, a busy machine) or paused enqueues the due ticks since the schedule's ``last_tick``,
+  oldest first, but only the latest three; older ones are skipped. After an hour with no
+  scheduler, an ``every=60`` schedule gets the last three minutes' ticks, not sixty.
 
 Peers: River's periodic jobs (``PeriodicJob``, run by the elected leader), Oban's ``Cron``
 plugin, pg-boss's ``schedule`` (cron, exactly once per tick), graphile-worker's crontab,
@@ -28,6 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -122,6 +129,40 @@ def remove(queue: Queue, conn: Connection, name: str) -> bool:
         return conn.execute(queue._q(sql.SCHEDULE_DELETE), params).fetchone() is not None
 
 
+#: The most ticks of one schedule a scheduler enqueues at once: the latest ones since the
+#: schedule's ``last_tick`` (older missed ticks are skipped).
+CATCH_UP = 3
+
+#: How long after a whole multiple of its interval :func:`run` wakes (clocks differ a little).
+WAKE_LATE = 0.05
+
+
+def due_ticks(
+    cron: str | None,
+    every: float | None,
+    now: datetime,
+    after: datetime | None,
+    created_at: datetime,
+    limit: int = CATCH_UP,
+) -> list[datetime]:
+    """The ticks at or before ``now``, after ``after`` (the last tick enqueued, if any) and not
+    before ``created_at``: the latest ``limit`` of them, oldest first.
+
+    :raises InvalidInputError: the cron expression is one :func:`check_cron` refuses.
+    """
+    ticks: list[datetime] = []
+    tick_at = latest_tick(cron, every, now)
+    earlier = None if cron is None else CronSim(cron, tick_at, reverse=True)
+    while len(ticks) < limit and tick_at >= created_at and (after is None or tick_at > after):
+        ticks.append(tick_at)
+        if earlier is None:
+            assert every is not None
+            tick_at = datetime.fromtimestamp(tick_at.timestamp() - every, UTC)
+        else:
+            tick_at = next(earlier)
+    return ticks[::-1]
+
+
 def latest_tick(cron: str | None, every: float | None, now: datetime) -> datetime:
     """The latest tick at or before ``now`` (UTC) of a cron expression or an interval.
 
@@ -143,8 +184,9 @@ OnError = Callable[[str, Exception], None]
 
 
 def tick(queue: Queue, conn: Connection, on_error: OnError | None = None) -> list[Fired]:
-    """Enqueue every schedule's latest due tick that no scheduler enqueued yet. Safe to call
-    from any number of processes at once: each tick is enqueued exactly once.
+    """Enqueue every schedule's due ticks that no scheduler enqueued yet (at most the latest
+    :data:`CATCH_UP` of each, oldest first). Safe to call from any number of processes at once:
+    each tick is enqueued exactly once.
 
     Each schedule is isolated: one that fails (a cron expression written into the table by hand
     that cronsim cannot parse, a statement the database refuses) is logged with its name and
@@ -159,27 +201,30 @@ def tick(queue: Queue, conn: Connection, on_error: OnError | None = None) -> lis
     fired = []
     for name, _type, _payload, _queue, cron, every, last_tick, created_at, db_now in rows:
         try:
-            due = latest_tick(cron, every, db_now)
-            if due < created_at or (last_tick is not None and due <= last_tick):
-                continue
-            params = {
-                "name": name,
-                "tick": due,
-                "unique_key": f"schedule:{name}@{due.isoformat()}",
-                "channel": queue.channel,
-            }
-            with queue._tx(conn):
-                row = conn.execute(queue._q(sql.SCHEDULE_FIRE), params).fetchone()
+            for due in due_ticks(cron, every, db_now, last_tick, created_at):
+                params = {
+                    "name": name,
+                    "tick": due,
+                    "unique_key": f"schedule:{name}@{due.isoformat()}",
+                    "channel": queue.channel,
+                }
+                with queue._tx(conn):
+                    row = conn.execute(queue._q(sql.SCHEDULE_FIRE), params).fetchone()
+                if row is not None:
+                    fired.append(Fired(name, due, int(row[0])))
         except Exception as exc:
             if conn.closed or conn.broken:  # a lost connection, not this schedule's fault
                 raise
             _log.error("schedule %.100r skipped: %s: %s", name, type(exc).__name__, exc)
             if on_error is not None:
                 on_error(name, exc)
-            continue
-        if row is not None:
-            fired.append(Fired(name, due, int(row[0])))
     return fired
+
+
+def until_next(interval: float, now: float) -> float:
+    """Seconds from ``now`` (Unix time) until :data:`WAKE_LATE` after the next whole multiple of
+    ``interval``."""
+    return interval - now % interval + WAKE_LATE
 
 
 def run(
@@ -189,8 +234,10 @@ def run(
     interval: float = 1.0,
     on_error: OnError | None = None,
 ) -> None:
-    """Call :func:`tick` every ``interval`` seconds until ``stop`` is set, reconnecting after a
-    lost connection (a worker's ``schedules=True`` runs this in a thread). A failing schedule
+    """Call :func:`tick` just after each whole multiple of ``interval`` seconds (Unix time; plus
+    :data:`WAKE_LATE`) until ``stop`` is set, reconnecting after a lost connection (a worker's
+    ``schedules=True`` runs this in a thread). A call that takes longer than ``interval`` skips
+    a wake-up; the next call catches the missed ticks up (see :func:`tick`). A failing schedule
     is reported to ``on_error`` (see :func:`tick`); any other unexpected error is logged,
     reported as ``on_error("(scheduler)", exc)``, and the next tick tried: the thread never
     dies silently."""
@@ -210,7 +257,7 @@ def run(
                 _log.exception("scheduler tick failed")
                 if on_error is not None:
                     on_error("(scheduler)", exc)
-            stop.wait(interval)
+            stop.wait(until_next(interval, time.time()))
     finally:
         if conn is not None:
             conn.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import string
 import threading
@@ -15,7 +16,7 @@ import pytest
 from faults import wait_for
 
 from pgqueue_lab import InvalidInputError, Job, Queue, Worker, db, sql
-from pgqueue_lab.schedule import add, latest_tick, remove, tick
+from pgqueue_lab.schedule import WAKE_LATE, add, latest_tick, remove, tick, until_next
 
 
 def _jobs_by_key(conn: psycopg.Connection[Any], queue: Queue) -> Counter[str]:
@@ -158,7 +159,7 @@ def test_a_broken_schedule_is_reported_and_the_others_still_fire(
 ) -> None:
     """Found by attacking the feature: the first schedule that failed stopped the whole tick."""
     long_name = _add_broken_schedules(conn, queue)
-    assert [f.name for f in tick(queue, conn)] == ["good"]
+    assert {f.name for f in tick(queue, conn)} == {"good"}
     failed: list[tuple[str, str]] = []
     assert tick(queue, conn, lambda name, exc: failed.append((name, type(exc).__name__))) == []
     assert failed == [("a-typo", "InvalidInputError"), (long_name, "ProgramLimitExceeded")]  # again
@@ -172,7 +173,8 @@ def test_a_workers_scheduler_counts_broken_schedules_and_keeps_ticking(
     worker = Worker(queue, {"beat": lambda job: ran.append(job.id)}, dsn=dsn, schedules=True)
     worker.start()
     try:
-        wait_for(lambda: len(ran) >= 2, 10, "two ticks of the good schedule")
+        # the first tick catches up three ticks of the good schedule; then one tick a second
+        wait_for(lambda: len(ran) >= 5, 10, "five ticks of the good schedule")
     finally:
         worker.stop(timeout=30)
     assert worker.stats.schedule_errors >= 4  # two broken schedules, at least two ticks
@@ -196,3 +198,30 @@ def test_a_six_field_cron_row_written_by_sql_is_reported_not_fired_once_a_minute
     failed: list[str] = []
     assert tick(queue, conn, lambda name, exc: failed.append(name)) == []
     assert failed == ["s"] and queue.jobs(conn) == []
+
+
+def test_missed_ticks_are_caught_up_three_at_most(conn: psycopg.Connection[Any], queue: Queue) -> None:
+    """Found by attacking the feature: a scheduler that missed ticks (a slow tick call, a busy
+    machine) enqueued only the latest. Now the latest CATCH_UP (3) since last_tick, in order."""
+    back = psycopg.sql.SQL(
+        "UPDATE {}.schedules SET created_at = '2000-01-01', last_tick ="
+        " to_timestamp(floor(extract(epoch FROM now()) / 60) * 60) - %s * interval '1 minute'"
+        " WHERE name = %s"
+    ).format(psycopg.sql.Identifier(queue.schema))
+    for name, behind in [("three", 3), ("ten", 10)]:
+        add(queue, conn, name, "t", every=60)
+        conn.execute(back, (behind, name))  # last_tick this many minutes behind: as many due
+    fired: dict[str, list[float]] = {"three": [], "ten": []}
+    for f in tick(queue, conn):
+        fired[f.name].append(f.tick.timestamp())
+    for ticks in fired.values():  # consecutive minutes, oldest first, the latest three
+        assert len(ticks) == 3 and [b - a for a, b in itertools.pairwise(ticks)] == [60, 60]
+    assert fired["three"] == fired["ten"]
+    assert tick(queue, conn) == []  # each tick once
+    assert set(_jobs_by_key(conn, queue).values()) == {1}
+
+
+def test_the_scheduler_wakes_just_after_whole_intervals_not_an_interval_after_its_tick() -> None:
+    assert until_next(1.0, 1000.3) == pytest.approx(0.7 + WAKE_LATE)
+    assert until_next(1.0, 1000.98) == pytest.approx(0.02 + WAKE_LATE)  # a slow tick: no drift
+    assert until_next(60.0, 1200.0) == pytest.approx(60 + WAKE_LATE)
