@@ -253,3 +253,22 @@ def test_copies_of_a_key_share_one_id_when_the_batch_falls_back_job_by_job(
     assert finished != []  # the fallback ran
     assert result == [[finished[0]] * 3]
     assert [j["id"] for j in queue.jobs(conn)] == [finished[0]]  # no second job of the key
+
+
+def test_requeue_skips_failed_jobs_whose_key_is_held_and_requeues_the_rest(
+    conn: psycopg.Connection[Any], queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by attacking the feature: requeueing a failed job whose key a new job holds raised
+    UniqueViolation and requeued nothing. Two failed jobs of one key: the lower id is requeued."""
+    a = queue.enqueue(conn, "t", unique_key="k", max_attempts=1)
+    other = queue.enqueue(conn, "t", max_attempts=1)
+    c = queue.enqueue(conn, "t", unique_key="k2", max_attempts=1)
+    for job in queue.claim(conn, "w", limit=3):
+        queue.fail(conn, job, "boom")
+    d = queue.enqueue(conn, "t", unique_key="k2", max_attempts=1)  # k2 was freed: a second job
+    queue.fail(conn, queue.claim(conn, "w"), "boom")
+    holder = queue.enqueue(conn, "t", unique_key="k")  # k is free again: a new job holds it
+    assert queue.requeue(conn, [a, other, c, d]) == [other, c]
+    status = {j["id"]: j["status"] for j in queue.jobs(conn)}
+    assert status == {a: "failed", other: "pending", c: "pending", d: "failed", holder: "pending"}
+    assert f"jobs [{a}, {d}] not requeued" in caplog.text
