@@ -38,6 +38,15 @@ def lock_key(schema: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def check_per_key(value: object) -> int:
+    """Return ``value`` if it is a usable ``per_key``: an ``int`` from 1 to 2**31 - 1 (it is
+    compared with counts in SQL as an ``integer``).
+
+    :raises InvalidInputError: naming the value.
+    """
+    return validate.integer(validate.positive_int(value, "per_key"), "per_key")
+
+
 def claim(
     queue: Queue, conn: Connection, params: dict[str, Any], per_key: int | None, fair: bool
 ) -> list[Any]:
@@ -45,9 +54,10 @@ def claim(
 
     :param per_key: at most this many running jobs per key (``None``: no limit).
     :param fair: round-robin across keys.
-    :raises InvalidInputError: ``per_key`` is not a positive integer, before anything is sent.
+    :raises InvalidInputError: ``per_key`` is not an integer from 1 to 2**31 - 1, before
+        anything is sent.
     """
-    limit = None if per_key is None else validate.positive_int(per_key, "per_key")
+    limit = None if per_key is None else check_per_key(per_key)
     keyed = {**params, "per_key": limit, "fair": bool(fair)}
     if limit is None:
         with queue._tx(conn):

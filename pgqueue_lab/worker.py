@@ -40,7 +40,7 @@ from typing import Any
 
 import psycopg
 
-from . import cancel, db, schedule, validate
+from . import cancel, db, limits, schedule, validate
 from .errors import DatabaseUnavailableError, InvalidInputError, PermanentJobError, WorkerError
 from .holdings import CONNECTION_ERRORS, Batch, Holdings, WorkerStats, describe, refused
 from .queue import Connection, Job, Queue
@@ -137,7 +137,7 @@ class Worker:
         }
         self.retry_delay = validate.seconds(retry_delay, "retry_delay")
         self.max_delay = validate.seconds(max_delay, "max_delay")
-        self.per_key = None if per_key is None else validate.positive_int(per_key, "per_key")
+        self.per_key = None if per_key is None else limits.check_per_key(per_key)
         self.fair, self.schedules = bool(fair), bool(schedules)
         self.dsn = dsn or db.get_dsn()
         self.stats = WorkerStats()
