@@ -74,7 +74,9 @@ def listen(queue: Queue, conn: Connection) -> None:
 def requested(queue: Queue, notifies: Iterable[psycopg.Notify]) -> set[int]:
     """The job ids in the cancel notifications among ``notifies``."""
     name = channel(queue)
-    return {int(n.payload) for n in notifies if n.channel == name and n.payload.isdigit()}
+    return {
+        int(n.payload) for n in notifies if n.channel == name and n.payload.isascii() and n.payload.isdigit()
+    }
 
 
 def tell(holdings: Holdings, job_ids: set[int]) -> None:
@@ -119,8 +121,8 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     queue = Queue(args.schema)
     ids = []
     for text in args.ids:
-        if not text.isdigit():
-            raise InvalidInputError(f"a job id is a positive whole number, got {text!r}")
+        if not (text.isascii() and text.isdigit()):  # str.isdigit() also takes '²' and '٣'
+            raise InvalidInputError(f"a job id is a positive whole number (digits 0-9), got {text!r}")
         ids.append(int(text))
     _ids(ids)
     terminal.require_queue(queue)
