@@ -15,6 +15,13 @@ so limited claims take turns on a transaction-level advisory lock
 previous one committed. They are serialised, which costs throughput: use a limit where a
 limit is the point. Fair claims without a limit need no lock (``SKIP LOCKED`` suffices).
 
+The limit counts rows in ``running``, not handlers still executing: a cancelled job (its
+handler has not looked at ``cancel_requested`` yet, or never does) and one whose handler
+overran ``job_timeout`` (failed, or pending for a retry) are no longer ``running``, so a new
+job of the key may start while the old handler still runs; for a moment K+1 handlers of a key
+can be busy. A limit that protects an outside resource strictly
+needs the handler to stop when asked, or its own guard.
+
 Peers: River's ``ConcurrencyConfig`` (per-partition limits, a paid River Pro feature), Oban
 Pro's partitioned ``global_limit``, graphile-worker's ``jobKey``/queue serialisation,
 pg-boss's ``singletonKey``; fairness: Hatchet's round-robin ``GROUP_ROUND_ROBIN``.

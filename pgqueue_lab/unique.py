@@ -8,6 +8,13 @@ CONFLICT DO NOTHING`` (:data:`~pgqueue_lab.sql.ENQUEUE_UNIQUE`), so eight produc
 the same key still make one job. Peers: River's unique jobs, Oban's ``unique``, pg-boss's
 ``singletonKey``, procrastinate's ``queueing_lock``.
 
+The key is held by the *row* while it is ``pending`` or ``running``, not by a handler still
+executing: once a running job is cancelled, or failed because its handler overran
+``job_timeout``, its key is free and a new job of that key may start while the old handler is
+still running (Python cannot stop a thread; see :mod:`pgqueue_lab.cancel`); a retry of a
+timed-out job likewise. A handler whose side effects must never overlap needs
+its own guard (an advisory lock taken in the handler, say).
+
 The statements are used only when a job has a ``unique_key`` or a ``concurrency_key``; the
 plain :meth:`~pgqueue_lab.queue.Queue.enqueue` and ``enqueue_many`` paths are unchanged.
 """
