@@ -90,7 +90,10 @@ class Worker:
         use the same settings). A job cancelled while it runs gets ``job.cancel_requested``
         (see :mod:`pgqueue_lab.cancel`).
     :param schedules: also run a scheduler thread for the queue's periodic jobs (any number of
-        workers may; see :mod:`pgqueue_lab.schedule`).
+        workers may; see :mod:`pgqueue_lab.schedule`). A schedule whose tick fails is logged,
+        counted in ``stats.schedule_errors`` and listed once in ``stats.errors`` (so
+        :meth:`run` then raises :class:`~pgqueue_lab.errors.WorkerError` at its end); the
+        other schedules go on.
     """
 
     def __init__(
