@@ -11,8 +11,15 @@ like ``completed`` and ``failed`` (the table's CHECK constraint knows it), in on
   milliseconds; the worker's heartbeat also asks the database about the jobs it runs (the
   polling fallback, at least once a second). The worker then sets :attr:`Job.cancel_requested
   <pgqueue_lab.queue.Job.cancel_requested>`: a long handler checks it and returns early. Jobs
-  the worker claimed but had not started are dropped and never start. Python cannot stop a
-  thread, so a handler that never looks runs to its end.
+  the worker claimed but had not started are dropped when it hears of the cancel, and never
+  start. ``cancel()`` returns before the worker hears: a claimed job whose turn comes first (a
+  notification lost, so until the next poll, up to about a second) still starts, and learns
+  of its cancel at that poll. Python cannot stop a thread, so a handler that never looks runs
+  to its end.
+- **A cancelled job's handler may still be running** (it has not looked yet, or never looks;
+  a handler that overran ``job_timeout`` likewise): the row is ``cancelled``, so it no longer holds its
+  ``unique_key`` nor counts towards its key's ``per_key`` limit, and a new job of the same key
+  may start beside it. Keys and limits count rows in ``running``, not handlers still executing.
 - **The job stays cancelled**, whatever its handler does: the late complete, fail, heartbeat or
   release of that run finds no row still ``running`` (the fencing of every write), so a
   cancelled job is never marked completed, retried or released.
@@ -74,7 +81,9 @@ def listen(queue: Queue, conn: Connection) -> None:
 def requested(queue: Queue, notifies: Iterable[psycopg.Notify]) -> set[int]:
     """The job ids in the cancel notifications among ``notifies``."""
     name = channel(queue)
-    return {int(n.payload) for n in notifies if n.channel == name and n.payload.isdigit()}
+    return {
+        int(n.payload) for n in notifies if n.channel == name and n.payload.isascii() and n.payload.isdigit()
+    }
 
 
 def tell(holdings: Holdings, job_ids: set[int]) -> None:
@@ -119,8 +128,8 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     queue = Queue(args.schema)
     ids = []
     for text in args.ids:
-        if not text.isdigit():
-            raise InvalidInputError(f"a job id is a positive whole number, got {text!r}")
+        if not (text.isascii() and text.isdigit()):  # str.isdigit() also takes '²' and '٣'
+            raise InvalidInputError(f"a job id is a positive whole number (digits 0-9), got {text!r}")
         ids.append(int(text))
     _ids(ids)
     terminal.require_queue(queue)

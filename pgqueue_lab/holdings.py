@@ -54,7 +54,9 @@ class WorkerStats:
     database accepted (a job retried three times and then completed counts three failures and
     one completion). ``lost`` counts outcomes the database refused because the job had been
     rescued from this worker (its lease lapsed). ``errors`` lists the threads that stopped on
-    an unexpected error, and the writes the database refused.
+    an unexpected error, and the writes the database refused; and, once each, the schedules
+    whose tick failed (``schedule_errors`` counts every failed tick; see
+    :func:`pgqueue_lab.schedule.tick`).
     """
 
     completed: Counter[str] = field(default_factory=Counter)
@@ -63,6 +65,7 @@ class WorkerStats:
     rescued: int = 0
     reconnects: int = 0
     lost: int = 0
+    schedule_errors: int = 0
     errors: list[str] = field(default_factory=list)
 
     @property

@@ -15,6 +15,13 @@ so limited claims take turns on a transaction-level advisory lock
 previous one committed. They are serialised, which costs throughput: use a limit where a
 limit is the point. Fair claims without a limit need no lock (``SKIP LOCKED`` suffices).
 
+The limit counts rows in ``running``, not handlers still executing: a cancelled job (its
+handler has not looked at ``cancel_requested`` yet, or never does) and one whose handler
+overran ``job_timeout`` (failed, or pending for a retry) are no longer ``running``, so a new
+job of the key may start while the old handler still runs; for a moment K+1 handlers of a key
+can be busy. A limit that protects an outside resource strictly
+needs the handler to stop when asked, or its own guard.
+
 Peers: River's ``ConcurrencyConfig`` (per-partition limits, a paid River Pro feature), Oban
 Pro's partitioned ``global_limit``, graphile-worker's ``jobKey``/queue serialisation,
 pg-boss's ``singletonKey``; fairness: Hatchet's round-robin ``GROUP_ROUND_ROBIN``.
@@ -38,6 +45,15 @@ def lock_key(schema: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def check_per_key(value: object) -> int:
+    """Return ``value`` if it is a usable ``per_key``: an ``int`` from 1 to 2**31 - 1 (it is
+    compared with counts in SQL as an ``integer``).
+
+    :raises InvalidInputError: naming the value.
+    """
+    return validate.integer(validate.positive_int(value, "per_key"), "per_key")
+
+
 def claim(
     queue: Queue, conn: Connection, params: dict[str, Any], per_key: int | None, fair: bool
 ) -> list[Any]:
@@ -45,9 +61,10 @@ def claim(
 
     :param per_key: at most this many running jobs per key (``None``: no limit).
     :param fair: round-robin across keys.
-    :raises InvalidInputError: ``per_key`` is not a positive integer, before anything is sent.
+    :raises InvalidInputError: ``per_key`` is not an integer from 1 to 2**31 - 1, before
+        anything is sent.
     """
-    limit = None if per_key is None else validate.positive_int(per_key, "per_key")
+    limit = None if per_key is None else check_per_key(per_key)
     keyed = {**params, "per_key": limit, "fair": bool(fair)}
     if limit is None:
         with queue._tx(conn):

@@ -18,6 +18,7 @@ change it any more (*fencing*).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -37,6 +38,13 @@ Connection = psycopg.Connection[Any]
 #: River and Oban default to 20-25; 5 lets a learner watch a job reach the dead-letter state
 #: within seconds (backoff 1 + 2 + 4 + 8 s).
 DEFAULT_MAX_ATTEMPTS = 5
+
+#: How many times :meth:`Queue.requeue`'s :data:`~pgqueue_lab.sql.REQUEUE_SKIP_HELD` runs again
+#: when a job's ``unique_key`` was taken by a job that committed after the statement began (the
+#: statement did not see it, the index did).
+REQUEUE_RETRIES = 3
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -458,15 +466,35 @@ class Queue:
         return self._dicts(conn, sql.DEAD_LETTERS)
 
     def requeue(self, conn: Connection, job_ids: int | Iterable[int]) -> list[int]:
-        """Give failed jobs a fresh set of attempts; returns the ids requeued (others are skipped)."""
+        """Give failed jobs a fresh set of attempts; returns the ids requeued (others are skipped).
+
+        A failed job whose ``unique_key`` is now held by a pending or running job (or by a lower
+        id of the same call) is skipped and stays failed; a warning names them. The rest are
+        requeued.
+        """
         ids = [job_ids] if isinstance(job_ids, int) else list(job_ids)
         if not ids:
             return []
         for job_id in ids:
             validate.integer(job_id, "job id", bits=64)
-        with self._tx(conn):
-            rows = conn.execute(self._q(sql.REQUEUE), {"ids": ids, "channel": self.channel}).fetchall()
-        return [int(r[0]) for r in rows]
+        params = {"ids": ids, "channel": self.channel}
+        try:
+            with self._tx(conn):
+                return [int(r[0]) for r in conn.execute(self._q(sql.REQUEUE), params).fetchall()]
+        except psycopg.errors.UniqueViolation:  # a job's unique_key is held: skip such jobs
+            pass
+        for attempt in range(REQUEUE_RETRIES + 1):
+            try:
+                with self._tx(conn):
+                    rows = conn.execute(self._q(sql.REQUEUE_SKIP_HELD), params).fetchall()
+                break
+            except psycopg.errors.UniqueViolation:  # a key taken after the statement began
+                if attempt == REQUEUE_RETRIES:
+                    raise
+        held = [int(i) for i, requeued in rows if not requeued]
+        if held:
+            _log.warning("jobs %s not requeued: their unique_key is held by a live job", held)
+        return [int(i) for i, requeued in rows if requeued]
 
     def next_due(
         self, conn: Connection, queues: Sequence[str] | str | None = None, *, future_only: bool = False

@@ -355,6 +355,35 @@ CREATE TABLE IF NOT EXISTS {schema}.schedules (
     CHECK ((cron IS NULL) <> (every IS NULL))
 )"""
 
+#: :data:`REQUEUE` when it broke the unique index (issue 12): requeue the failed jobs except
+#: those whose ``unique_key`` is held (by a pending or running job, or by a failed job of the
+#: same call with a lower id): they stay failed, as a key allows one live job. Each row says
+#: whether its job was requeued.
+REQUEUE_SKIP_HELD = """\
+WITH asked AS (
+    SELECT f.id,
+           f.unique_key IS NOT NULL AND (
+               f.id <> min(f.id) OVER (PARTITION BY f.unique_key)
+               OR EXISTS (SELECT 1 FROM {schema}.jobs AS l
+                          WHERE l.unique_key = f.unique_key AND l.status IN ('pending', 'running'))
+           ) AS held
+    FROM {schema}.jobs AS f
+    WHERE f.id = ANY(%(ids)s) AND f.status = 'failed'
+), requeued AS (
+    UPDATE {schema}.jobs AS j
+    SET status = 'pending', attempts = 0, run_at = now(), finished_at = NULL,
+        worker_id = NULL, claim_token = NULL, locked_until = NULL
+    FROM asked AS a
+    WHERE j.id = a.id AND NOT a.held AND j.status = 'failed'
+    RETURNING j.id, j.queue
+), announced AS (
+    SELECT pg_notify(%(channel)s, queue) FROM requeued
+)
+SELECT id, true AS requeued FROM requeued, (SELECT count(*) FROM announced) AS sent
+UNION ALL
+SELECT id, false FROM asked WHERE held
+ORDER BY id"""
+
 #: Insert one job unless a pending or running job has the same ``unique_key``: then return that
 #: job's id instead (``inserted`` false). ``ON CONFLICT`` waits for a concurrent insert of the
 #: same key to commit or roll back, so two producers never both insert. When the job we

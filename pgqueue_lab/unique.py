@@ -8,6 +8,13 @@ CONFLICT DO NOTHING`` (:data:`~pgqueue_lab.sql.ENQUEUE_UNIQUE`), so eight produc
 the same key still make one job. Peers: River's unique jobs, Oban's ``unique``, pg-boss's
 ``singletonKey``, procrastinate's ``queueing_lock``.
 
+The key is held by the *row* while it is ``pending`` or ``running``, not by a handler still
+executing: once a running job is cancelled, or failed because its handler overran
+``job_timeout``, its key is free and a new job of that key may start while the old handler is
+still running (Python cannot stop a thread; see :mod:`pgqueue_lab.cancel`); a retry of a
+timed-out job likewise. A handler whose side effects must never overlap needs
+its own guard (an advisory lock taken in the handler, say).
+
 The statements are used only when a job has a ``unique_key`` or a ``concurrency_key``; the
 plain :meth:`~pgqueue_lab.queue.Queue.enqueue` and ``enqueue_many`` paths are unchanged.
 """
@@ -39,18 +46,18 @@ DEADLOCK_RETRIES = 20
 
 
 def keys(unique_key: object, concurrency_key: object, index: int | None) -> dict[str, str | None]:
-    """Check a job's keys: each is ``None`` or a non-empty string (see
-    :func:`pgqueue_lab.validate.job_type`).
+    """Check a job's keys: each is ``None`` or a non-empty string of at most
+    :data:`~pgqueue_lab.validate.MAX_KEY_LENGTH` characters (see :func:`pgqueue_lab.validate.key`).
 
     :raises InvalidInputError: naming the bad key (and the job of the batch).
     """
     where = "" if index is None else f" (job #{index} of the batch)"
     try:
         return {
-            "unique_key": None if unique_key is None else validate.job_type(unique_key, what="unique_key"),
+            "unique_key": None if unique_key is None else validate.key(unique_key, what="unique_key"),
             "concurrency_key": None
             if concurrency_key is None
-            else validate.job_type(concurrency_key, what="concurrency_key"),
+            else validate.key(concurrency_key, what="concurrency_key"),
         }
     except InvalidInputError as exc:
         raise InvalidInputError(f"{exc}{where}") from None
@@ -83,6 +90,8 @@ def enqueue_many(
     """``enqueue_many`` for a batch in which some job has a key: one statement
     (:data:`pgqueue_lab.sql.ENQUEUE_MANY_UNIQUE`), and one :func:`enqueue_one` per job whose key
     was taken by a job that committed after the statement began (rare). All in one transaction.
+    Later copies of a key in that fallback reuse the id its first copy was given (by then that
+    job may have finished, and a second :func:`enqueue_one` would make a new one).
 
     :returns: one id per job, in the order given; jobs repeating a key share its id.
     """
@@ -96,12 +105,16 @@ def enqueue_many(
         with queue._tx(conn, statements=2):
             found = conn.execute(queue._q(sql.ENQUEUE_MANY_UNIQUE), params).fetchall()
             ids: list[int | None] = [None if i is None else int(i) for _, i, _ in found]
+            resolved: dict[str, int] = {}  # unique_key -> the id its first copy was given
             for n, job_id in enumerate(ids):
                 if job_id is None:
                     row = batch[n]
+                    if row["unique_key"] in resolved:  # a later copy shares the first one's id
+                        ids[n] = resolved[row["unique_key"]]
+                        continue
                     key = {"unique_key": row["unique_key"], "concurrency_key": row["concurrency_key"]}
                     checked = {**row, "payload": validate.payload_json(row["payload"])}
-                    ids[n] = enqueue_one(queue, conn, checked, key)
+                    ids[n] = resolved[row["unique_key"]] = enqueue_one(queue, conn, checked, key)
         return [int(i) for i in ids if i is not None]
 
     return _retrying(attempt)

@@ -57,6 +57,25 @@ def job_type(value: object, *, what: str = "job type") -> str:
     return value
 
 
+#: The longest ``unique_key``, ``concurrency_key`` or schedule name, in characters. Keys live in
+#: btree indexes, whose entries must fit about a third of a page (2704 bytes): 500 characters
+#: take at most 2000 bytes in UTF-8, with room left for a schedule tick's key
+#: (``schedule:<name>@<tick>``).
+MAX_KEY_LENGTH = 500
+
+
+def key(value: object, *, what: str) -> str:
+    """Return ``value`` if it is a usable key or schedule name: as :func:`job_type`, and at most
+    :data:`MAX_KEY_LENGTH` characters."""
+    value = job_type(value, what=what)
+    if len(value) > MAX_KEY_LENGTH:
+        raise InvalidInputError(
+            f"{what} is {len(value)} characters long; the limit is {MAX_KEY_LENGTH} "
+            f"(keys live in an index): {value[:40]!r}..."
+        )
+    return value
+
+
 def _encodable(text: str, what: str) -> None:
     """Refuse a lone surrogate (e.g. from a wrongly decoded file name): it is not UTF-8."""
     try:

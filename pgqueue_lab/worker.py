@@ -40,7 +40,7 @@ from typing import Any
 
 import psycopg
 
-from . import cancel, db, schedule, validate, wakeups
+from . import cancel, db, limits, schedule, validate, wakeups
 from .errors import DatabaseUnavailableError, InvalidInputError, PermanentJobError, WorkerError
 from .holdings import CONNECTION_ERRORS, Batch, Holdings, WorkerStats, describe, refused
 from .queue import Connection, Job, Queue
@@ -97,7 +97,10 @@ class Worker:
         use the same settings). A job cancelled while it runs gets ``job.cancel_requested``
         (see :mod:`pgqueue_lab.cancel`).
     :param schedules: also run a scheduler thread for the queue's periodic jobs (any number of
-        workers may; see :mod:`pgqueue_lab.schedule`).
+        workers may; see :mod:`pgqueue_lab.schedule`). A schedule whose tick fails is logged,
+        counted in ``stats.schedule_errors`` and listed once in ``stats.errors`` (so
+        :meth:`run` then raises :class:`~pgqueue_lab.errors.WorkerError` at its end); the
+        other schedules go on.
     """
 
     def __init__(
@@ -146,7 +149,7 @@ class Worker:
         }
         self.retry_delay = validate.seconds(retry_delay, "retry_delay")
         self.max_delay = validate.seconds(max_delay, "max_delay")
-        self.per_key = None if per_key is None else validate.positive_int(per_key, "per_key")
+        self.per_key = None if per_key is None else limits.check_per_key(per_key)
         self.fair, self.schedules = bool(fair), bool(schedules)
         self.dsn = dsn or db.get_dsn()
         self.retention = None if retention is None else Schedule(queue, retention)
@@ -233,6 +236,7 @@ class Worker:
         if self.schedules:
             self._helpers.append(threading.Thread(
                 target=schedule.run, args=(self.queue, self._connect, self._stop),
+                kwargs={"on_error": self._schedule_failed},
                 name=f"{self.name}-scheduler", daemon=True))  # fmt: skip
         try:
             for thread in self._workers + self._helpers:
@@ -252,6 +256,15 @@ class Worker:
             if self._running == 0:
                 self._workers_done.set()
         self.stop()
+
+    def _schedule_failed(self, name: str, exc: Exception) -> None:
+        """The scheduler thread's report of a schedule whose tick failed: counted, and listed in
+        ``stats.errors`` once per schedule and kind of error (it fails again every tick)."""
+        message = f"schedule {name[:100]!r} failed: {type(exc).__name__} (see the log)"
+        with self._lock:
+            self.stats.schedule_errors += 1
+            if message not in self.stats.errors:
+                self.stats.errors.append(message)
 
     def stop(self, timeout: float | None = None) -> None:
         """Ask every thread to stop after its current job and wait up to ``timeout`` seconds.

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgqueue_lab import InvalidInputError, Job, NewJob, Queue, QueueNotFoundError, Worker, db
+from pgqueue_lab import InvalidInputError, Job, NewJob, Queue, QueueNotFoundError, Worker, db, schedule
 
 BAD_CALLS: dict[str, tuple[Callable[[Queue, Any], Any], str]] = {
     "payload with a set": (lambda q, c: q.enqueue(c, "email", {"to": {"a", "b"}}), "not JSON-serialisable"),
@@ -69,6 +69,16 @@ BAD_CALLS: dict[str, tuple[Callable[[Queue, Any], Any], str]] = {
         "takes the Job objects",
     ),
     "requeue a huge id": (lambda q, c: q.requeue(c, 2**70), "does not fit a 64-bit integer"),
+    "per_key past 32 bits": (lambda q, c: q.claim(c, "w", per_key=2**31), "per_key 2147483648 does not fit"),
+    "unique_key too long": (lambda q, c: q.enqueue(c, "t", unique_key="k" * 501), "the limit is 500"),
+    "concurrency_key too long in a batch": (
+        lambda q, c: q.enqueue_many(c, [NewJob("t"), NewJob("t", concurrency_key="é" * 501)]),
+        "concurrency_key is 501 characters long; the limit is 500",
+    ),
+    "schedule name too long": (
+        lambda q, c: schedule.add(q, c, "s" * 501, "t", every=5),
+        "schedule name is 501 characters long; the limit is 500",
+    ),
 }
 
 
@@ -119,6 +129,7 @@ def test_invalid_input_is_also_a_value_error() -> None:
         ({"threads": 0}, "threads must be at least 1"),
         ({"batch_size": -1}, "batch_size must be at least 1"),
         ({"poll_interval": -0.5}, "poll_interval must be a finite number"),
+        ({"per_key": 2**31}, "per_key 2147483648 does not fit a 32-bit integer"),
     ],
 )
 def test_bad_worker_settings(dsn: str, queue: Queue, kwargs: dict[str, Any], message: str) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgqueue_lab import Queue, cli
+from pgqueue_lab import Queue, cancel, cli
 
 
 def test_cancel_pause_and_resume_from_a_terminal(
@@ -41,7 +41,12 @@ def test_cancel_pause_and_resume_from_a_terminal(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["cancel", "--schema", "{schema}", "12x"], "a job id is a positive whole number, got '12x'"),
+        (
+            ["cancel", "--schema", "{schema}", "12x"],
+            "a job id is a positive whole number (digits 0-9), got '12x'",
+        ),
+        (["cancel", "--schema", "{schema}", "\u00b2"], "got '\u00b2'"),  # superscript two
+        (["cancel", "--schema", "{schema}", "\u0663"], "got '\u0663'"),  # Arabic-Indic three
         (["cancel", "--schema", "{schema}", str(2**63)], "does not fit a 64-bit integer"),
         (["cancel", "--schema", "{schema}"], "the following arguments are required: ID"),
         (["pause", "--schema", "{schema}", " emails"], "queue name ' emails' has leading or trailing"),
@@ -62,3 +67,14 @@ def test_bad_input_is_one_line_and_exit_status_2(
         assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_cancel_notification_with_unicode_digits_is_ignored(queue: Queue) -> None:
+    """Anyone may NOTIFY the cancel channel: '\u00b2' made int() raise in the listener."""
+    channel = cancel.channel(queue)
+    notes = [
+        psycopg.Notify(channel, "\u00b2", 1),
+        psycopg.Notify(channel, "\u0663", 1),
+        psycopg.Notify(channel, "7", 1),
+    ]
+    assert cancel.requested(queue, notes) == {7}

@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from faults import wait_for
 
 from pgqueue_lab import InvalidInputError, Queue, db
 from pgqueue_lab.cancel import cancel
@@ -213,3 +214,61 @@ def _jobs_with_keys(conn: psycopg.Connection[Any], queue: Queue) -> list[dict[st
         psycopg.sql.Identifier(queue.schema)
     )
     return [{"unique_key": k, "status": s} for k, s in conn.execute(query).fetchall()]
+
+
+def test_copies_of_a_key_share_one_id_when_the_batch_falls_back_job_by_job(
+    dsn: str, conn: psycopg.Connection[Any], queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by attacking the feature: a batch repeating a key whose holder committed after the
+    batch's statement began resolves the key job by job. If the holder finishes between two
+    copies, a second lookup would insert a new job: the copies must share the first one's id."""
+    from pgqueue_lab import unique
+
+    holder = db.connect(dsn)
+    holder.execute("BEGIN")
+    queue.enqueue(holder, "t", unique_key="k")  # uncommitted: the batch's insert waits for it
+    finished: list[int] = []
+    real = unique.enqueue_one
+
+    def one_then_finish(*args: Any) -> int:
+        job_id = real(*args)
+        with db.connect(dsn) as other:  # a fast worker finishes the job at once
+            queue.complete(other, queue.claim(other, "w"))
+        finished.append(job_id)
+        return job_id
+
+    monkeypatch.setattr(unique, "enqueue_one", one_then_finish)
+    result: list[list[int]] = []
+    batch = threading.Thread(
+        target=lambda: result.append(queue.enqueue_many(conn, [NewJob("t", unique_key="k")] * 3))
+    )
+    batch.start()
+    waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = %s"
+    pid = conn.info.backend_pid
+    with db.connect(dsn) as watcher:
+        wait_for(lambda: watcher.execute(waiting, (pid,)).fetchone()[0] > 0, 10, "the batch to wait")
+    holder.execute("COMMIT")
+    holder.close()
+    batch.join(10)
+    assert finished != []  # the fallback ran
+    assert result == [[finished[0]] * 3]
+    assert [j["id"] for j in queue.jobs(conn)] == [finished[0]]  # no second job of the key
+
+
+def test_requeue_skips_failed_jobs_whose_key_is_held_and_requeues_the_rest(
+    conn: psycopg.Connection[Any], queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by attacking the feature: requeueing a failed job whose key a new job holds raised
+    UniqueViolation and requeued nothing. Two failed jobs of one key: the lower id is requeued."""
+    a = queue.enqueue(conn, "t", unique_key="k", max_attempts=1)
+    other = queue.enqueue(conn, "t", max_attempts=1)
+    c = queue.enqueue(conn, "t", unique_key="k2", max_attempts=1)
+    for job in queue.claim(conn, "w", limit=3):
+        queue.fail(conn, job, "boom")
+    d = queue.enqueue(conn, "t", unique_key="k2", max_attempts=1)  # k2 was freed: a second job
+    queue.fail(conn, queue.claim(conn, "w"), "boom")
+    holder = queue.enqueue(conn, "t", unique_key="k")  # k is free again: a new job holds it
+    assert queue.requeue(conn, [a, other, c, d]) == [other, c]
+    status = {j["id"]: j["status"] for j in queue.jobs(conn)}
+    assert status == {a: "failed", other: "pending", c: "pending", d: "failed", holder: "pending"}
+    assert f"jobs [{a}, {d}] not requeued" in caplog.text
