@@ -6,8 +6,10 @@ slowing at millions of rows. Three strategies (compared in notebook 16):
 
 - **delete on completion** (:func:`complete_deleting`): nothing to clean up, nothing to look at;
 - **archive** (:func:`archive`): one statement moves finished jobs older than ``keep`` seconds
-  to ``jobs_archive`` (``DELETE ... RETURNING`` feeding an ``INSERT``), so a job is in exactly
-  one of the two tables at any moment; :func:`prune` deletes them instead;
+  to ``jobs_archive`` (``DELETE ... RETURNING`` feeding an ``INSERT``), so a reader that looks
+  at both tables under one snapshot (one statement, or one REPEATABLE READ transaction) finds a
+  job in exactly one of them; two READ COMMITTED statements may see it in both or in neither.
+  :func:`prune` deletes them instead;
 - **partitions** (:func:`create_archive` with ``period=``): the archive is partitioned by
   ``finished_at``, and :func:`prune_archive` drops a period whose rows are all old enough with
   one ``DROP TABLE``, instead of deleting row by row.

@@ -832,7 +832,8 @@ WHERE status = ANY(%(statuses)s::text[])
 ORDER BY 1"""
 
 #: Move finished jobs (finished more than ``older_than`` seconds ago) from ``jobs`` to
-#: ``jobs_archive`` in one statement, so each job is in exactly one of them at any moment.
+#: ``jobs_archive`` in one statement, so any one snapshot sees each job in exactly one of them
+#: (two READ COMMITTED statements, a snapshot each, may see it in both or in neither).
 #: ``FOR UPDATE SKIP LOCKED`` leaves alone a row another transaction holds (a ``requeue`` of a
 #: dead letter, say); a row changed meanwhile is checked again (the status condition is
 #: repeated in the DELETE), so nothing that stopped being finished is moved. The rows are
