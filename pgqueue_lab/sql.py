@@ -757,18 +757,24 @@ def compose_utility(
 
 # -- the queue's health (pgqueue_lab.health, notebook 15) -------------------------------------
 
-#: The session of this database whose open transaction holds back vacuum the longest: the
-#: older of its snapshot (``backend_xmin``: REPEATABLE READ, SERIALIZABLE, a running statement,
-#: an open cursor) and its own transaction id (``backend_xid``: it wrote or locked a row), by
-#: ``age()`` in transactions, with how long its transaction has been open and its state. Rows
-#: that died after that point cannot be removed by vacuum while it stays open. (Replication
-#: slots and prepared transactions hold back the horizon too; they are not counted here.)
+#: The client session of this database whose open transaction holds back vacuum the longest:
+#: the older of its snapshot (``backend_xmin``: REPEATABLE READ, SERIALIZABLE, a running
+#: statement, an open cursor) and its own transaction id (``backend_xid``: it wrote or locked a
+#: row), by ``age()`` (transaction ids assigned since, not time), with how long its transaction
+#: has been open and its state. Row versions deleted by a transaction still running at that
+#: point, or by a later one, cannot be removed by vacuum while it stays open. Only client
+#: backends: an autovacuum worker shows a ``backend_xmin`` that holds back no other vacuum (a
+#: manual VACUUM is a client backend and is still listed; so would be its snapshot). Not
+#: counted here, though they hold back the horizon too: prepared transactions
+#: (``pg_prepared_xacts``), replication slots (``pg_replication_slots.xmin``), standbys with
+#: ``hot_standby_feedback`` (their walsender has no database), and background workers.
 HEALTH_OLDEST_SNAPSHOT = """\
 SELECT pid, application_name, state,
        greatest(age(backend_xmin), age(backend_xid)) AS xmin_age,
        extract(epoch FROM now() - xact_start)::float8 AS open_for
 FROM pg_stat_activity
 WHERE datname = current_database()
+  AND backend_type = 'client backend'
   AND pid <> pg_backend_pid()
   AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL)
 ORDER BY greatest(age(backend_xmin), age(backend_xid)) DESC, xact_start, pid
