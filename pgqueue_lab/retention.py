@@ -205,7 +205,10 @@ def prune_archive(conn: Connection, queue: Queue, *, older_than: float) -> int:
 
     A plain archive deletes them row by row. A partitioned one drops every partition whose
     whole period ended more than ``older_than`` seconds ago (a younger partition waits, even if
-    some of its rows are old enough). No archive: 0.
+    some of its rows are old enough), after counting its rows, all in one transaction: each
+    ``DROP TABLE`` takes an ACCESS EXCLUSIVE lock on the archive, held until that transaction
+    commits (queries of the archive wait meanwhile, and the drop waits for running ones). No
+    archive: 0.
     """
     older = validate.seconds(older_than, "older_than")
     with queue._tx(conn, statements=2):

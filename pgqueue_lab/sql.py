@@ -914,8 +914,9 @@ ORDER BY starts"""
 #: Rows in one partition (counted before it is dropped).
 COUNT_PARTITION = "SELECT count(*) FROM {schema}.{partition}"
 
-#: A partition whose period is over leaves whole: no dead rows, no VACUUM. (It takes an
-#: ACCESS EXCLUSIVE lock on the archive for a moment.)
+#: A partition whose period is over leaves whole: no dead rows, no VACUUM. It takes an ACCESS
+#: EXCLUSIVE lock on the archive (the parent) until the transaction ends: the request waits
+#: behind running queries of the archive, and new ones wait behind it (notebook 16).
 DROP_ARCHIVE_PARTITION = "DROP TABLE IF EXISTS {schema}.{partition}"
 
 #: Every job, live or archived, oldest first: what reports read once finished jobs move out.

@@ -130,7 +130,7 @@ def test_reports_read_archived_jobs_too(conn: psycopg.Connection[Any], queue: Qu
     frame = report.jobs_frame(conn, queue, ["status"])
     assert sorted(frame.index) == sorted(i for ids in states.values() for i in ids)
     counts = report.status_frame(conn, queue)["jobs"].to_dict()
-    assert counts == {"pending": 3, "running": 2, "completed": 3, "failed": 2}
+    assert counts == {"pending": 3, "running": 2, "completed": 3, "failed": 2, "cancelled": 0}
 
 
 @pytest.mark.parametrize(
