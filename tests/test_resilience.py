@@ -7,9 +7,11 @@ that records every run, so duplicate executions are counted, not guessed.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -199,9 +201,16 @@ def test_killed_worker_processes_lose_no_job(conn: psycopg.Connection[Any], queu
 
 
 @pytest.fixture
-def private_server(tmp_path: Path) -> Any:
-    """An embedded server of our own (so restarting it disturbs nobody); yields (dsn, restart)."""
-    pgdata = tmp_path / "pg"
+def private_server() -> Any:
+    """An embedded server of our own (so restarting it disturbs nobody); yields (dsn, restart).
+
+    Its data directory is not under pytest's ``tmp_path``: as root the server runs as its own
+    user, and any pytest run on the machine (another suite, a nested one) resets pytest's
+    temporary root to mode 0700, which would lock that user out of its own data directory.
+    """
+    base = Path(tempfile.mkdtemp(prefix="pgqueue-lab-restart-"))
+    base.chmod(0o755)
+    pgdata = base / "pg"
     env = {k: v for k, v in os.environ.items() if k != db.DSN_ENV}
     env[db.PGDATA_ENV] = str(pgdata)
     holder = subprocess.Popen(
@@ -234,6 +243,7 @@ def private_server(tmp_path: Path) -> Any:
             bin_path=pgserver.utils.POSTGRES_VERSIONS[db._pg_major()],
             user="pgserver" if os.geteuid() == 0 else None,
         )
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_workers_reconnect_after_a_database_restart(private_server: Any) -> None:
