@@ -2,10 +2,13 @@
 
 :func:`check` asks the database for four figures and compares them with :class:`Thresholds`:
 
-- the **oldest open snapshot** in this database (``pg_stat_activity.backend_xmin`` or
-  ``backend_xid``): its age in transactions (``age()``) and how long its transaction has been
-  open. While it stays open, vacuum cannot remove any row that died after it began, so every
-  claim steps over more dead entries (notebook 15);
+- the **oldest open snapshot** of a client session in this database
+  (``pg_stat_activity.backend_xmin`` or ``backend_xid``): its age in transaction ids assigned
+  since (``age()``; not time: a quiet server ages slowly) and how long its transaction has been
+  open. While it stays open, vacuum cannot remove a row version deleted by a transaction that
+  was still running when it began, or by a later one, so every claim steps over more dead
+  entries (notebook 15). Prepared transactions, replication slots and standbys with
+  ``hot_standby_feedback`` hold vacuum back too; they are not in this report;
 - **dead rows** of the jobs table (``pg_stat_user_tables.n_dead_tup``, which the statistics
   system updates with a delay of a second or so);
 - **pending** jobs, and how long the due job that waited longest has been due.

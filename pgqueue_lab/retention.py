@@ -6,8 +6,10 @@ slowing at millions of rows. Three strategies (compared in notebook 16):
 
 - **delete on completion** (:func:`complete_deleting`): nothing to clean up, nothing to look at;
 - **archive** (:func:`archive`): one statement moves finished jobs older than ``keep`` seconds
-  to ``jobs_archive`` (``DELETE ... RETURNING`` feeding an ``INSERT``), so a job is in exactly
-  one of the two tables at any moment; :func:`prune` deletes them instead;
+  to ``jobs_archive`` (``DELETE ... RETURNING`` feeding an ``INSERT``), so a reader that looks
+  at both tables under one snapshot (one statement, or one REPEATABLE READ transaction) finds a
+  job in exactly one of them; two READ COMMITTED statements may see it in both or in neither.
+  :func:`prune` deletes them instead;
 - **partitions** (:func:`create_archive` with ``period=``): the archive is partitioned by
   ``finished_at``, and :func:`prune_archive` drops a period whose rows are all old enough with
   one ``DROP TABLE``, instead of deleting row by row.
@@ -203,7 +205,10 @@ def prune_archive(conn: Connection, queue: Queue, *, older_than: float) -> int:
 
     A plain archive deletes them row by row. A partitioned one drops every partition whose
     whole period ended more than ``older_than`` seconds ago (a younger partition waits, even if
-    some of its rows are old enough). No archive: 0.
+    some of its rows are old enough), after counting its rows, all in one transaction: each
+    ``DROP TABLE`` takes an ACCESS EXCLUSIVE lock on the archive, held until that transaction
+    commits (queries of the archive wait meanwhile, and the drop waits for running ones). No
+    archive: 0.
     """
     older = validate.seconds(older_than, "older_than")
     with queue._tx(conn, statements=2):

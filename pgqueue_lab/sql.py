@@ -786,18 +786,24 @@ def compose_utility(
 
 # -- the queue's health (pgqueue_lab.health, notebook 15) -------------------------------------
 
-#: The session of this database whose open transaction holds back vacuum the longest: the
-#: older of its snapshot (``backend_xmin``: REPEATABLE READ, SERIALIZABLE, a running statement,
-#: an open cursor) and its own transaction id (``backend_xid``: it wrote or locked a row), by
-#: ``age()`` in transactions, with how long its transaction has been open and its state. Rows
-#: that died after that point cannot be removed by vacuum while it stays open. (Replication
-#: slots and prepared transactions hold back the horizon too; they are not counted here.)
+#: The client session of this database whose open transaction holds back vacuum the longest:
+#: the older of its snapshot (``backend_xmin``: REPEATABLE READ, SERIALIZABLE, a running
+#: statement, an open cursor) and its own transaction id (``backend_xid``: it wrote or locked a
+#: row), by ``age()`` (transaction ids assigned since, not time), with how long its transaction
+#: has been open and its state. Row versions deleted by a transaction still running at that
+#: point, or by a later one, cannot be removed by vacuum while it stays open. Only client
+#: backends: an autovacuum worker shows a ``backend_xmin`` that holds back no other vacuum (a
+#: manual VACUUM is a client backend and is still listed; so would be its snapshot). Not
+#: counted here, though they hold back the horizon too: prepared transactions
+#: (``pg_prepared_xacts``), replication slots (``pg_replication_slots.xmin``), standbys with
+#: ``hot_standby_feedback`` (their walsender has no database), and background workers.
 HEALTH_OLDEST_SNAPSHOT = """\
 SELECT pid, application_name, state,
        greatest(age(backend_xmin), age(backend_xid)) AS xmin_age,
        extract(epoch FROM now() - xact_start)::float8 AS open_for
 FROM pg_stat_activity
 WHERE datname = current_database()
+  AND backend_type = 'client backend'
   AND pid <> pg_backend_pid()
   AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL)
 ORDER BY greatest(age(backend_xmin), age(backend_xid)) DESC, xact_start, pid
@@ -861,7 +867,8 @@ WHERE status = ANY(%(statuses)s::text[])
 ORDER BY 1"""
 
 #: Move finished jobs (finished more than ``older_than`` seconds ago) from ``jobs`` to
-#: ``jobs_archive`` in one statement, so each job is in exactly one of them at any moment.
+#: ``jobs_archive`` in one statement, so any one snapshot sees each job in exactly one of them
+#: (two READ COMMITTED statements, a snapshot each, may see it in both or in neither).
 #: ``FOR UPDATE SKIP LOCKED`` leaves alone a row another transaction holds (a ``requeue`` of a
 #: dead letter, say); a row changed meanwhile is checked again (the status condition is
 #: repeated in the DELETE), so nothing that stopped being finished is moved. The rows are
@@ -936,8 +943,9 @@ ORDER BY starts"""
 #: Rows in one partition (counted before it is dropped).
 COUNT_PARTITION = "SELECT count(*) FROM {schema}.{partition}"
 
-#: A partition whose period is over leaves whole: no dead rows, no VACUUM. (It takes an
-#: ACCESS EXCLUSIVE lock on the archive for a moment.)
+#: A partition whose period is over leaves whole: no dead rows, no VACUUM. It takes an ACCESS
+#: EXCLUSIVE lock on the archive (the parent) until the transaction ends: the request waits
+#: behind running queries of the archive, and new ones wait behind it (notebook 16).
 DROP_ARCHIVE_PARTITION = "DROP TABLE IF EXISTS {schema}.{partition}"
 
 #: Every job, live or archived, oldest first: what reports read once finished jobs move out.
