@@ -50,9 +50,9 @@ class Proxy:
         """Called with each chunk the client sends; return whether to pass it on."""
         return True
 
-    def server_sends(self, state: dict[str, Any], data: bytes) -> bool:
-        """Called with each chunk the server sends; return whether to pass it on."""
-        return True
+    def server_sends(self, state: dict[str, Any], data: bytes) -> bytes:
+        """Called with each chunk the server sends; return what to pass on (``b""``: nothing)."""
+        return data
 
     def _accept(self) -> None:
         while not self.closed:
@@ -75,8 +75,8 @@ class Proxy:
                         return
                     if sock is client and self.client_sends(state, data):
                         up.sendall(data)
-                    elif sock is up and self.server_sends(state, data):
-                        client.sendall(data)
+                    elif sock is up and (passed := self.server_sends(state, data)):
+                        client.sendall(passed)
         except OSError:
             return
         finally:
@@ -103,8 +103,8 @@ class SilentDropProxy(Proxy):
             self.listeners_seen += 1
         return True
 
-    def server_sends(self, state: dict[str, Any], data: bytes) -> bool:
-        return not (state.get("listening") and self.dropped.is_set())
+    def server_sends(self, state: dict[str, Any], data: bytes) -> bytes:
+        return b"" if state.get("listening") and self.dropped.is_set() else data
 
 
 class StallingProxy(Proxy):

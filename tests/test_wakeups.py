@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import select
-import socket
 import struct
 import threading
 from typing import Any
@@ -28,36 +26,20 @@ class NotifyDroppingProxy(Proxy):
         # No SSL or GSS negotiation: the server's stream is then typed messages from the start.
         self.dsn = make_conninfo(self.dsn, sslmode="disable", gssencmode="disable")
 
-    def _pump(self, client: socket.socket, up: socket.socket) -> None:
-        pending = b""
-        try:
-            while not self.closed:
-                readable, _, _ = select.select([client, up], [], [], 0.2)
-                for sock in readable:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    if sock is client:
-                        up.sendall(data)
-                        continue
-                    pending += data
-                    out = b""
-                    while len(pending) >= 5:
-                        length = struct.unpack("!I", pending[1:5])[0]
-                        if len(pending) < 1 + length:
-                            break
-                        message, pending = pending[: 1 + length], pending[1 + length :]
-                        if message[:1] == b"A":
-                            self.dropped += 1
-                        else:
-                            out += message
-                    if out:
-                        client.sendall(out)
-        except OSError:
-            return
-        finally:
-            client.close()
-            up.close()
+    def server_sends(self, state: dict[str, Any], data: bytes) -> bytes:
+        pending = state.get("pending", b"") + data
+        out = b""
+        while len(pending) >= 5:  # whole messages: a type byte, then a 4-byte length
+            length = struct.unpack("!I", pending[1:5])[0]
+            if len(pending) < 1 + length:
+                break
+            message, pending = pending[: 1 + length], pending[1 + length :]
+            if message[:1] == b"A":
+                self.dropped += 1
+            else:
+                out += message
+        state["pending"] = pending
+        return out
 
 
 def _listener(dsn: str, queue: Queue) -> psycopg.Connection[Any]:
