@@ -11,7 +11,7 @@ import math
 import re
 from typing import Any
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]*")
 #: Schema names are kept short so that the notification channel ``<schema>_jobs`` fits
