@@ -24,6 +24,7 @@ import logging as _logging
 from types import ModuleType as _ModuleType
 
 from . import embedded, errors
+from ._version import __version__
 from .core import db, sql, validate
 from .core.db import connect, get_dsn
 from .core.queue import Job, NewJob, Queue
@@ -52,6 +53,7 @@ __all__ = [
     "Worker",
     "WorkerError",
     "WorkerStats",
+    "__version__",
     "cancel",
     "connect",
     "db",
@@ -68,7 +70,6 @@ __all__ = [
     "validate",
     "wakeups",
 ]
-__version__ = "0.2.0"
 
 #: Modules of the upper layers, imported when first asked for (``from pgqueue_lab import
 #: report``): importing ``pgqueue_lab`` stays quick, and pandas or rich load only if used.

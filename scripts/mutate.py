@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,8 +46,16 @@ class Mutation:
     also: tuple[tuple[str, str], ...] = ()  # more (old, new) pairs in the same file
 
 
+def _home(constant: str) -> str:
+    """The module that defines the SQL constant: the core's sql.py, or the feature's own module."""
+    for path in sorted((ROOT / "pgqueue_lab").rglob("*.py")):
+        if re.search(rf"^{constant} = ", path.read_text(encoding="utf-8"), re.M):
+            return path.relative_to(ROOT).as_posix()
+    raise SystemExit(f"no module of pgqueue_lab defines the SQL constant {constant}")
+
+
 def _sql(name: str, constant: str, old: str, new: str, *tests: str) -> Mutation:
-    return Mutation(name, "pgqueue_lab/core/sql.py", old, new, tests, constant)
+    return Mutation(name, _home(constant), old, new, tests, constant)
 
 
 def _worker(name: str, old: str, new: str, *tests: str) -> Mutation:
@@ -158,8 +167,8 @@ MUTATIONS = [
              'self._helper_loop("heartbeat", (self._beat,), final=())',
              'self._helper_loop("heartbeat", (), final=())',
              (f"{WC}::test_a_slow_write_does_not_starve_the_heartbeat",),
-             also=(("(self._take_over, self._record_orphans, self._rescue, self._retain)",
-                    "(self._beat, self._take_over, self._record_orphans, self._rescue, self._retain)"),)),
+             also=(("(self._take_over, self._record_orphans, self._rescue, *steps)",
+                    "(self._beat, self._take_over, self._record_orphans, self._rescue, *steps)"),)),
     _holdings("a refused heartbeat stops every renewal",
               '            _log.warning("the database refused a heartbeat',
               '            raise\n            _log.warning("the database refused a heartbeat',
@@ -226,10 +235,10 @@ MUTATIONS = [
     _sql("unique: requeue ignores held keys", "REQUEUE_SKIP_HELD", "WHERE j.id = a.id AND NOT a.held AND",
          "WHERE j.id = a.id AND",
          "tests/test_unique.py::test_requeue_skips_failed_jobs_whose_key_is_held_and_requeues_the_rest"),
-    Mutation("limits: per_key past 32 bits reaches the database", "pgqueue_lab/features/limits.py",
-             '    return validate.integer(validate.positive_int(value, "per_key"), "per_key")',
-             '    return validate.positive_int(value, "per_key")', ("tests/test_bad_input.py",)),
-    Mutation("cancel: the command takes any Unicode digit", "pgqueue_lab/features/cancel.py",
+    Mutation("limits: per_key past 32 bits reaches the database", "pgqueue_lab/core/validate.py",
+             '    return integer(positive_int(value, "per_key"), "per_key")',
+             '    return positive_int(value, "per_key")', ("tests/test_bad_input.py",)),
+    Mutation("cancel: the command takes any Unicode digit", "pgqueue_lab/tools/control.py",
              "        if not (text.isascii() and text.isdigit()):", "        if not text.isdigit():",
              ("tests/test_control_cli.py::test_bad_input_is_one_line_and_exit_status_2",)),
     _sql("cancel: a cancelled job's late complete counts", "COMPLETE", " AND status = 'running'", "",
@@ -239,9 +248,9 @@ MUTATIONS = [
          "tests/test_cancel.py::test_a_cancel_of_a_running_job_is_announced_on_the_cancel_channel"),
     _sql("cancel: a racing claim escapes the cancel", "CANCEL", "        FOR UPDATE\n", "",
          "tests/test_cancel.py::test_cancel_racing_with_claims_never_loses_a_job_between_states"),
-    _worker("cancel: no polling fallback", "        cancel.poll(self.queue, conn, self._holdings)",
-            "        pass",
-            "tests/test_cancel.py::test_a_running_handler_learns_of_its_cancel_and_the_job_stays_cancelled"),
+    Mutation("cancel: no polling fallback", "pgqueue_lab/features/cancel.py",
+             "        poll(self.worker.queue, conn, self.holdings)", "        pass",
+             ("tests/test_cancel.py::test_a_running_handler_learns_of_its_cancel_and_the_job_stays_cancelled",)),
     Mutation("cancel: claimed jobs start after their cancel", "pgqueue_lab/features/cancel.py",
              "            batch.waiting = [job for job in batch.waiting if job.id not in job_ids]\n", "",
              ("tests/test_cancel.py::test_a_running_handler_learns_of_its_cancel_and_the_job_stays_cancelled",)),
@@ -249,7 +258,7 @@ MUTATIONS = [
          "      AND queue NOT IN (SELECT queue FROM {schema}.paused_queues)\n", "",
          "tests/test_pause.py"),
     Mutation("limits: limited claims do not take turns", "pgqueue_lab/features/limits.py",
-             "        conn.execute(sql.KEYED_CLAIM_LOCK", "        0 and conn.execute(sql.KEYED_CLAIM_LOCK",
+             "        conn.execute(KEYED_CLAIM_LOCK", "        0 and conn.execute(KEYED_CLAIM_LOCK",
              ("tests/test_limits.py::test_limited_claims_racing_with_new_urgent_jobs_never_pass_the_limit",)),
     _sql("limits: a batch ignores its own jobs of a key", "CLAIM_KEYED", "r.running + r.turn <= %(per_key)s",
          "r.running < %(per_key)s", "tests/test_limits.py"),

@@ -171,6 +171,15 @@ def positive_int(value: object, name: str) -> int:
     return value
 
 
+def per_key(value: object) -> int:
+    """Return ``value`` if it is a usable ``per_key`` (see :mod:`pgqueue_lab.features.limits`):
+    an ``int`` from 1 to 2**31 - 1 (it is compared with counts in SQL as an ``integer``).
+
+    :raises InvalidInputError: naming the value.
+    """
+    return integer(positive_int(value, "per_key"), "per_key")
+
+
 def integer(value: object, name: str, *, bits: int = 32) -> int:
     """Return ``value`` if it is an ``int`` that fits PostgreSQL's ``integer`` (``bits=64``:
     ``bigint``)."""

@@ -222,11 +222,7 @@ class Worker:
         }
         self.retry_delay = validate.seconds(retry_delay, "retry_delay")
         self.max_delay = validate.seconds(max_delay, "max_delay")
-        self.per_key = (
-            None
-            if per_key is None
-            else validate.integer(validate.positive_int(per_key, "per_key"), "per_key")
-        )
+        self.per_key = None if per_key is None else validate.per_key(per_key)
         self.fair, self.schedules = bool(fair), bool(schedules)
         self.dsn = dsn or db.get_dsn()
         self.listen = bool(listen)

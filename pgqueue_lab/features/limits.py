@@ -123,15 +123,6 @@ def lock_key(schema: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def check_per_key(value: object) -> int:
-    """Return ``value`` if it is a usable ``per_key``: an ``int`` from 1 to 2**31 - 1 (it is
-    compared with counts in SQL as an ``integer``).
-
-    :raises InvalidInputError: naming the value.
-    """
-    return validate.integer(validate.positive_int(value, "per_key"), "per_key")
-
-
 def claim(
     queue: Queue, conn: Connection, params: dict[str, Any], per_key: int | None, fair: bool
 ) -> list[Any]:
@@ -142,7 +133,7 @@ def claim(
     :raises InvalidInputError: ``per_key`` is not an integer from 1 to 2**31 - 1, before
         anything is sent.
     """
-    limit = None if per_key is None else check_per_key(per_key)
+    limit = None if per_key is None else validate.per_key(per_key)
     keyed = {**params, "per_key": limit, "fair": bool(fair)}
     if limit is None:
         with queue._tx(conn):

@@ -33,7 +33,8 @@ from typing import NoReturn
 
 import psycopg
 
-from .. import __version__, bench, embedded
+from .. import bench, embedded
+from .._version import __version__
 from ..core import db
 from ..errors import QueueError
 from . import check, classroom, control, course, enqueue, serve, terminal, watch

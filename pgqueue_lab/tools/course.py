@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from .. import __version__
+from .._version import __version__
 from ..errors import CourseError
 
 #: Where ``pgqueue-lab course``, ``lab`` and ``check`` put / look for the course by default.
