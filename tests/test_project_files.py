@@ -118,7 +118,9 @@ def test_readme_workflow_for_teachers_checks_the_course_with_this_version(tmp_pa
 
 def test_version_lives_in_one_place(pyproject: dict[str, Any]) -> None:
     assert "version" not in pyproject["project"] and "version" in pyproject["project"]["dynamic"]
-    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "pgqueue_lab.__version__"}
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "pgqueue_lab._version.__version__"
+    }
     changelog = (ROOT / "CHANGELOG.md").read_text()
     first = re.search(r"^## (\S+)", changelog, flags=re.MULTILINE)
     assert first and first.group(1) == __version__, "CHANGELOG.md's first entry is not this version"

@@ -81,7 +81,7 @@ class Extension:
 
     def threads(self) -> list[threading.Thread]:
         """Helper threads of its own, started after the worker's; they end when
-        :meth:`stopping` is set."""
+        :attr:`stopping` is set."""
         return []
 
     def subscribe(self, conn: Connection) -> None:
@@ -110,6 +110,7 @@ class Extension:
         """The worker's lock over its batches and its stats."""
         return self.worker._lock
 
+    @property
     def stopping(self) -> threading.Event:
         """The event set when the worker stops."""
         return self.worker._stop
@@ -537,7 +538,9 @@ class Worker:
     def _housekeeper(self) -> None:
         """Take over overrunning or stalled batches, record what it took over, rescue other
         workers' jobs. Each step runs even if another failed."""
-        steps = [e.housekeeping for e in self.extensions]
+        steps = [
+            e.housekeeping for e in self.extensions if type(e).housekeeping is not Extension.housekeeping
+        ]
         self._helper_loop("housekeeper", (self._take_over, self._record_orphans, self._rescue, *steps),
                           final=(self._record_orphans,))  # fmt: skip
         left = self._holdings.orphans.held()

@@ -326,7 +326,7 @@ class Scheduler(Extension):
     def threads(self) -> list[threading.Thread]:
         worker = self.worker
         return [threading.Thread(
-            target=run, args=(worker.queue, self.connect, self.stopping()),
+            target=run, args=(worker.queue, self.connect, self.stopping),
             kwargs={"on_error": self.failed}, name=f"{worker.name}-scheduler", daemon=True)]  # fmt: skip
 
     def failed(self, name: str, exc: Exception) -> None:

@@ -1,6 +1,6 @@
 """The live view of a queue: ``pgqueue-lab watch`` in a terminal, :func:`live` in a notebook.
 
-About twice a second it asks the database (the statements are ``sql.WATCH_*``):
+About twice a second it asks the database (the statements are this module's ``WATCH_*``):
 
 - how many jobs are in each state;
 - per worker, the jobs it completed, and how many per second over the last few seconds;
