@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,16 +46,24 @@ class Mutation:
     also: tuple[tuple[str, str], ...] = ()  # more (old, new) pairs in the same file
 
 
+def _home(constant: str) -> str:
+    """The module that defines the SQL constant: the core's sql.py, or the feature's own module."""
+    for path in sorted((ROOT / "pgqueue_lab").rglob("*.py")):
+        if re.search(rf"^{constant} = ", path.read_text(encoding="utf-8"), re.M):
+            return path.relative_to(ROOT).as_posix()
+    raise SystemExit(f"no module of pgqueue_lab defines the SQL constant {constant}")
+
+
 def _sql(name: str, constant: str, old: str, new: str, *tests: str) -> Mutation:
-    return Mutation(name, "pgqueue_lab/sql.py", old, new, tests, constant)
+    return Mutation(name, _home(constant), old, new, tests, constant)
 
 
 def _worker(name: str, old: str, new: str, *tests: str) -> Mutation:
-    return Mutation(name, "pgqueue_lab/worker.py", old, new, tests)
+    return Mutation(name, "pgqueue_lab/core/worker.py", old, new, tests)
 
 
 def _holdings(name: str, old: str, new: str, *tests: str) -> Mutation:
-    return Mutation(name, "pgqueue_lab/holdings.py", old, new, tests)
+    return Mutation(name, "pgqueue_lab/core/holdings.py", old, new, tests)
 
 
 _PRUNE_PICK = """\
@@ -87,7 +96,7 @@ MUTATIONS = [
          f"{QUEUE_TESTS}::test_every_write_is_fenced_by_the_claim_token"),
     _sql("fencing: RELEASE ignores the token", "RELEASE", " AND claim_token = %(token)s", "",
          f"{QUEUE_TESTS}::test_every_write_is_fenced_by_the_claim_token"),
-    Mutation("fencing: every claim uses one token", "pgqueue_lab/queue.py", "token = uuid4()",
+    Mutation("fencing: every claim uses one token", "pgqueue_lab/core/queue.py", "token = uuid4()",
              "token = UUID(int=1)", (f"{QUEUE_TESTS}::test_every_write_is_fenced_by_the_claim_token",)),
     # -- leases, rescue, release -----------------------------------------------------------------
     _sql("rescue ignores the lease", "RESCUE", "WHERE status = 'running' AND locked_until < now()",
@@ -154,12 +163,12 @@ MUTATIONS = [
     _worker("start() while the last run is stopping",
             "if any(t.is_alive() for t in self._workers + self._helpers):", "if False:",
             f"{WC}::test_start_refuses_while_the_previous_run_is_still_stopping"),
-    Mutation("the heartbeat waits behind the housekeeper's writes", "pgqueue_lab/worker.py",
+    Mutation("the heartbeat waits behind the housekeeper's writes", "pgqueue_lab/core/worker.py",
              'self._helper_loop("heartbeat", (self._beat,), final=())',
              'self._helper_loop("heartbeat", (), final=())',
              (f"{WC}::test_a_slow_write_does_not_starve_the_heartbeat",),
-             also=(("(self._take_over, self._record_orphans, self._rescue, self._retain)",
-                    "(self._beat, self._take_over, self._record_orphans, self._rescue, self._retain)"),)),
+             also=(("(self._take_over, self._record_orphans, self._rescue, *steps)",
+                    "(self._beat, self._take_over, self._record_orphans, self._rescue, *steps)"),)),
     _holdings("a refused heartbeat stops every renewal",
               '            _log.warning("the database refused a heartbeat',
               '            raise\n            _log.warning("the database refused a heartbeat',
@@ -174,13 +183,13 @@ MUTATIONS = [
               "    if isinstance(exc, psycopg.errors.QueryCanceled):\n        return True",
               "    if isinstance(exc, psycopg.errors.QueryCanceled):\n        return False",
               f"{WC}::test_a_batch_write_longer_than_statement_timeout_is_written_job_by_job"),
-    Mutation("writes for several claims apply in part", "pgqueue_lab/queue.py",
+    Mutation("writes for several claims apply in part", "pgqueue_lab/core/queue.py",
              "with _atomic(conn) if statements <= 1 else conn.transaction():", "with _atomic(conn):",
              (f"{QUEUE_TESTS}::test_completing_jobs_of_several_claims_is_all_or_nothing",)),
-    Mutation("error text not made storable", "pgqueue_lab/validate.py",
+    Mutation("error text not made storable", "pgqueue_lab/core/validate.py",
              'text = str(error).replace("\\x00", "\\\\x00")', "text = str(error)",
              (f"{WC}::test_sys_exit_and_unstorable_error_text_fail_only_their_job",)),
-    Mutation("reads leave a transaction open", "pgqueue_lab/queue.py",
+    Mutation("reads leave a transaction open", "pgqueue_lab/core/queue.py",
              "    if conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:\n"
              "        return nullcontext()\n",
              "    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:\n"
@@ -203,33 +212,33 @@ MUTATIONS = [
     _sql("unique: a key taken meanwhile is not looked up", "ENQUEUE_UNIQUE",
          "WHERE unique_key = %(unique_key)s", "WHERE false AND unique_key = %(unique_key)s",
          "tests/test_unique.py::test_eight_producers_racing_with_the_same_keys_make_one_job_per_key"),
-    Mutation("unique: a deadlocked enqueue is not run again", "pgqueue_lab/unique.py",
+    Mutation("unique: a deadlocked enqueue is not run again", "pgqueue_lab/features/unique.py",
              "DEADLOCK_RETRIES = 20", "DEADLOCK_RETRIES = 0",
              ("tests/test_unique.py::test_batches_and_single_enqueues_racing_with_claims_survive_their_deadlocks",)),
-    Mutation("unique: a batch's later copy of a key looks it up again", "pgqueue_lab/unique.py",
+    Mutation("unique: a batch's later copy of a key looks it up again", "pgqueue_lab/features/unique.py",
              '                    if row["unique_key"] in resolved:', "                    if False:",
              ("tests/test_unique.py::test_copies_of_a_key_share_one_id_when_the_batch_falls_back_job_by_job",)),
-    Mutation("schedule: one broken schedule stops the tick", "pgqueue_lab/schedule.py",
+    Mutation("schedule: one broken schedule stops the tick", "pgqueue_lab/features/schedule.py",
              "            if conn.closed or conn.broken:", "            if True:",
              ("tests/test_schedule.py::test_a_broken_schedule_is_reported_and_the_others_still_fire",
               "tests/test_schedule.py::test_a_workers_scheduler_counts_broken_schedules_and_keeps_ticking")),
-    Mutation("validate: keys and schedule names of any length", "pgqueue_lab/validate.py",
+    Mutation("validate: keys and schedule names of any length", "pgqueue_lab/core/validate.py",
              "    if len(value) > MAX_KEY_LENGTH:", "    if False:",
              ("tests/test_bad_input.py",)),
-    Mutation("schedule: a seconds field is accepted", "pgqueue_lab/schedule.py",
+    Mutation("schedule: a seconds field is accepted", "pgqueue_lab/features/schedule.py",
              "    if fields != 5:", "    if fields not in (5, 6):",
              ("tests/test_schedule.py::test_a_six_field_cron_row_written_by_sql_is_reported_not_fired_once_a_minute",
               "tests/test_schedule.py::test_a_bad_schedule_is_refused_before_anything_is_sent")),
-    Mutation("schedule: missed ticks are not caught up", "pgqueue_lab/schedule.py",
+    Mutation("schedule: missed ticks are not caught up", "pgqueue_lab/features/schedule.py",
              "CATCH_UP = 3", "CATCH_UP = 1",
              ("tests/test_schedule.py::test_missed_ticks_are_caught_up_three_at_most",)),
     _sql("unique: requeue ignores held keys", "REQUEUE_SKIP_HELD", "WHERE j.id = a.id AND NOT a.held AND",
          "WHERE j.id = a.id AND",
          "tests/test_unique.py::test_requeue_skips_failed_jobs_whose_key_is_held_and_requeues_the_rest"),
-    Mutation("limits: per_key past 32 bits reaches the database", "pgqueue_lab/limits.py",
-             '    return validate.integer(validate.positive_int(value, "per_key"), "per_key")',
-             '    return validate.positive_int(value, "per_key")', ("tests/test_bad_input.py",)),
-    Mutation("cancel: the command takes any Unicode digit", "pgqueue_lab/cancel.py",
+    Mutation("limits: per_key past 32 bits reaches the database", "pgqueue_lab/core/validate.py",
+             '    return integer(positive_int(value, "per_key"), "per_key")',
+             '    return positive_int(value, "per_key")', ("tests/test_bad_input.py",)),
+    Mutation("cancel: the command takes any Unicode digit", "pgqueue_lab/tools/control.py",
              "        if not (text.isascii() and text.isdigit()):", "        if not text.isdigit():",
              ("tests/test_control_cli.py::test_bad_input_is_one_line_and_exit_status_2",)),
     _sql("cancel: a cancelled job's late complete counts", "COMPLETE", " AND status = 'running'", "",
@@ -239,17 +248,17 @@ MUTATIONS = [
          "tests/test_cancel.py::test_a_cancel_of_a_running_job_is_announced_on_the_cancel_channel"),
     _sql("cancel: a racing claim escapes the cancel", "CANCEL", "        FOR UPDATE\n", "",
          "tests/test_cancel.py::test_cancel_racing_with_claims_never_loses_a_job_between_states"),
-    _worker("cancel: no polling fallback", "        cancel.poll(self.queue, conn, self._holdings)",
-            "        pass",
-            "tests/test_cancel.py::test_a_running_handler_learns_of_its_cancel_and_the_job_stays_cancelled"),
-    Mutation("cancel: claimed jobs start after their cancel", "pgqueue_lab/cancel.py",
+    Mutation("cancel: no polling fallback", "pgqueue_lab/features/cancel.py",
+             "        poll(self.worker.queue, conn, self.holdings)", "        pass",
+             ("tests/test_cancel.py::test_a_running_handler_learns_of_its_cancel_and_the_job_stays_cancelled",)),
+    Mutation("cancel: claimed jobs start after their cancel", "pgqueue_lab/features/cancel.py",
              "            batch.waiting = [job for job in batch.waiting if job.id not in job_ids]\n", "",
              ("tests/test_cancel.py::test_a_running_handler_learns_of_its_cancel_and_the_job_stays_cancelled",)),
     _sql("pause: the claim ignores paused queues", "CLAIM",
          "      AND queue NOT IN (SELECT queue FROM {schema}.paused_queues)\n", "",
          "tests/test_pause.py"),
-    Mutation("limits: limited claims do not take turns", "pgqueue_lab/limits.py",
-             "        conn.execute(sql.KEYED_CLAIM_LOCK", "        0 and conn.execute(sql.KEYED_CLAIM_LOCK",
+    Mutation("limits: limited claims do not take turns", "pgqueue_lab/features/limits.py",
+             "        conn.execute(KEYED_CLAIM_LOCK", "        0 and conn.execute(KEYED_CLAIM_LOCK",
              ("tests/test_limits.py::test_limited_claims_racing_with_new_urgent_jobs_never_pass_the_limit",)),
     _sql("limits: a batch ignores its own jobs of a key", "CLAIM_KEYED", "r.running + r.turn <= %(per_key)s",
          "r.running < %(per_key)s", "tests/test_limits.py"),

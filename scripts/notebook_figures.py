@@ -21,7 +21,7 @@ from typing import Any
 import matplotlib
 import nbformat
 
-from pgqueue_lab import db
+from pgqueue_lab import db, embedded
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 #: The cell after which each notebook has measured everything this script prints.
@@ -46,7 +46,7 @@ def main(number: str) -> int:
         print(f"notebook {number!r} has no figures here; choose one of {sorted(STOP_AFTER)}", file=sys.stderr)
         return 2
     matplotlib.use("Agg")
-    os.environ.setdefault(db.DSN_ENV, db.embedded_uri())
+    os.environ.setdefault(db.DSN_ENV, embedded.embedded_uri())
     g = measure(number)
     if number == "15":
         print("snapshot held, [(jobs claimed, buffers of the claim's index scan, dead rows after")

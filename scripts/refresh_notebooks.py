@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from pgqueue_lab import db
+from pgqueue_lab import db, embedded
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -49,7 +49,7 @@ def refresh(path: Path) -> float:
 
 
 def main(prefixes: list[str]) -> int:
-    os.environ.setdefault(db.DSN_ENV, db.embedded_uri())
+    os.environ.setdefault(db.DSN_ENV, embedded.embedded_uri())
     paths = sorted(
         p for p in NOTEBOOKS.glob("[0-9][0-9]-*.ipynb") if not prefixes or p.name.startswith(tuple(prefixes))
     )

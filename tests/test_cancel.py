@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from pgqueue_lab import InvalidInputError, Job, Queue, Worker, db
-from pgqueue_lab.cancel import cancel, channel
+from pgqueue_lab.features.cancel import cancel, channel
 
 
 def _statuses(conn: psycopg.Connection[Any], queue: Queue) -> dict[int, str]:

@@ -174,7 +174,7 @@ def test_check_runs_with_the_same_options_as_the_tests() -> None:
     assert f"--nbval-sanitize-with {check.SANITIZER.relative_to(ROOT).as_posix()}" in addopts
     assert f"--nbval-cell-timeout={check.DEFAULT_CELL_TIMEOUT}" in addopts
     args = check.pytest_args([NOTEBOOKS / "00-start-here.ipynb"])
-    assert args[:2] == ["-c", str(check.PYTEST_INI)] and "pgqueue_lab.pytest_plugin" in args
+    assert args[:2] == ["-c", str(check.PYTEST_INI)] and "pgqueue_lab.tools.pytest_plugin" in args
 
 
 def test_check_fails_on_a_changed_output_and_names_the_cell(tmp_path: Path) -> None:

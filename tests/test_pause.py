@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from pgqueue_lab import InvalidInputError, Job, Queue, Worker
-from pgqueue_lab.pause import pause, paused, resume
+from pgqueue_lab.features.pause import pause, paused, resume
 
 
 def test_a_paused_queue_waits_while_the_others_run_and_resuming_wakes_the_worker(

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pgqueue_lab import __version__, db
+from pgqueue_lab import __version__, db, embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -59,7 +59,7 @@ def test_docker_compose_matches_the_readme_dsn() -> None:
     assert dsn == db.COMPOSE_DSN
     assert f"PGQUEUE_LAB_DSN={dsn}" in README
     major = service["image"].split(":")[1]
-    assert major == str(db._pg_major()), "compose should run the embedded server's major version"
+    assert major == str(embedded._pg_major()), "compose should run the embedded server's major version"
 
 
 def test_readme_gives_the_two_commands_and_lists_every_notebook(pyproject: dict[str, Any]) -> None:
@@ -118,7 +118,9 @@ def test_readme_workflow_for_teachers_checks_the_course_with_this_version(tmp_pa
 
 def test_version_lives_in_one_place(pyproject: dict[str, Any]) -> None:
     assert "version" not in pyproject["project"] and "version" in pyproject["project"]["dynamic"]
-    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "pgqueue_lab.__version__"}
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "pgqueue_lab._version.__version__"
+    }
     changelog = (ROOT / "CHANGELOG.md").read_text()
     first = re.search(r"^## (\S+)", changelog, flags=re.MULTILINE)
     assert first and first.group(1) == __version__, "CHANGELOG.md's first entry is not this version"

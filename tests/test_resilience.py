@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from faults import SilentDropProxy, wait_for
 
-from pgqueue_lab import Job, PermanentJobError, Queue, Worker, db, sql
+from pgqueue_lab import Job, PermanentJobError, Queue, Worker, db, embedded, sql
 
 HERE = Path(__file__).parent
 
@@ -212,9 +212,13 @@ def private_server() -> Any:
     base.chmod(0o755)
     pgdata = base / "pg"
     env = {k: v for k, v in os.environ.items() if k != db.DSN_ENV}
-    env[db.PGDATA_ENV] = str(pgdata)
+    env[embedded.PGDATA_ENV] = str(pgdata)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "from pgqueue_lab import db; print(db.embedded_uri(), flush=True); input()"],
+        [
+            sys.executable,
+            "-c",
+            "from pgqueue_lab import embedded; print(embedded.embedded_uri(), flush=True); input()",
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -224,23 +228,23 @@ def private_server() -> Any:
     dsn = holder.stdout.readline().strip()
 
     def restart() -> None:
-        pgserver = db._pgserver()
+        pgserver = embedded._pgserver()
         pgserver.pgexec.pgexec(
             "pg_ctl",
             ("-w", "-D", str(pgdata), "restart", "-m", "fast"),
-            bin_path=pgserver.utils.POSTGRES_VERSIONS[db._pg_major()],
+            bin_path=pgserver.utils.POSTGRES_VERSIONS[embedded._pg_major()],
             user="pgserver" if os.geteuid() == 0 else None,
         )
 
     yield dsn, restart
     holder.communicate("\n", timeout=60)  # the holder detaches
     # pg_ctl restart gave the server a new PID that the holder does not know: stop it ourselves.
-    pgserver = db._pgserver()
+    pgserver = embedded._pgserver()
     if (pgdata / "postmaster.pid").exists():
         pgserver.pgexec.pgexec(
             "pg_ctl",
             ("-w", "-D", str(pgdata), "stop", "-m", "fast"),
-            bin_path=pgserver.utils.POSTGRES_VERSIONS[db._pg_major()],
+            bin_path=pgserver.utils.POSTGRES_VERSIONS[embedded._pg_major()],
             user="pgserver" if os.geteuid() == 0 else None,
         )
     shutil.rmtree(base, ignore_errors=True)

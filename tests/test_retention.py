@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from pgqueue_lab import InvalidInputError, PermanentJobError, Queue, Worker, db, report, retention, sql
-from pgqueue_lab.retention import Retention
+from pgqueue_lab.features.retention import Retention
 from tests.faults import wait_for
 
 

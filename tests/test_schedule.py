@@ -15,8 +15,8 @@ import psycopg
 import pytest
 from faults import wait_for
 
-from pgqueue_lab import InvalidInputError, Job, Queue, Worker, db, sql
-from pgqueue_lab.schedule import WAKE_LATE, add, latest_tick, remove, tick, until_next
+from pgqueue_lab import InvalidInputError, Job, Queue, Worker, db, schedule, sql
+from pgqueue_lab.features.schedule import WAKE_LATE, add, latest_tick, remove, tick, until_next
 
 
 def _jobs_by_key(conn: psycopg.Connection[Any], queue: Queue) -> Counter[str]:
@@ -82,7 +82,7 @@ def test_a_tick_fires_once_even_after_its_job_finished(
     def scheduler() -> None:
         with db.connect(dsn) as own:
             barrier.wait()
-            got.append(own.execute(sql.compose(sql.SCHEDULE_FIRE, queue.schema), params).fetchone())
+            got.append(own.execute(sql.compose(schedule.SCHEDULE_FIRE, queue.schema), params).fetchone())
 
     threads = [threading.Thread(target=scheduler) for _ in range(8)]
     for t in threads:
@@ -91,7 +91,7 @@ def test_a_tick_fires_once_even_after_its_job_finished(
         t.join()
     assert len([g for g in got if g is not None]) == 1
     queue.complete(conn, queue.claim(conn, "w"))
-    assert conn.execute(sql.compose(sql.SCHEDULE_FIRE, queue.schema), params).fetchone() is None
+    assert conn.execute(sql.compose(schedule.SCHEDULE_FIRE, queue.schema), params).fetchone() is None
     assert len(queue.jobs(conn)) == 1
 
 

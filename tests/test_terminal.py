@@ -264,10 +264,10 @@ def test_watch_sees_lock_waits_and_the_frame_in_words(
         (("worker", "--schema", "{q}", "--handlers", "nothing"), "give module:attr"),
         (("worker", "--schema", "{q}", "--handlers", "no_such_module:H"), "cannot import no_such_module"),
         (
-            ("worker", "--schema", "{q}", "--handlers", "pgqueue_lab.handlers:DURATIONS"),
+            ("worker", "--schema", "{q}", "--handlers", "pgqueue_lab.tools.handlers:DURATIONS"),
             "is not callable: 0.5",
         ),
-        (("worker", "--schema", "{q}", "--handlers", "pgqueue_lab.handlers:NOPE"), "has no NOPE"),
+        (("worker", "--schema", "{q}", "--handlers", "pgqueue_lab.tools.handlers:NOPE"), "has no NOPE"),
         (("watch", "--schema", "{q}", "--interval", "0"), "--interval must be at least 0.1"),
         (("watch",), "the following arguments are required: --schema"),
     ],
@@ -334,7 +334,7 @@ def test_a_command_started_from_a_notebook_ends_with_its_kernel(dsn: str, queue:
 
     kernel = (
         "import os, sys\n"
-        "from pgqueue_lab.terminal import Command\n"
+        "from pgqueue_lab.tools.terminal import Command\n"
         "worker = Command('worker', '--schema', sys.argv[1], '--name', 'orphan')\n"
         "worker.wait_for('Ctrl-C stops')\n"
         "print(worker.pid, worker.command, flush=True)\n"

@@ -12,8 +12,8 @@ import pytest
 from faults import wait_for
 
 from pgqueue_lab import InvalidInputError, Queue, db
-from pgqueue_lab.cancel import cancel
-from pgqueue_lab.queue import NewJob
+from pgqueue_lab.core.queue import NewJob
+from pgqueue_lab.features.cancel import cancel
 
 THREADS = 8
 KEYS = [f"report:{n}" for n in range(40)]

@@ -70,7 +70,10 @@ def test_the_self_check_warns_when_notifications_never_arrive(
 ) -> None:
     proxy = NotifyDroppingProxy(dsn)
     try:
-        with _listener(proxy.dsn, queue) as listener, caplog.at_level(logging.WARNING, "pgqueue_lab.wakeups"):
+        with (
+            _listener(proxy.dsn, queue) as listener,
+            caplog.at_level(logging.WARNING, "pgqueue_lab.features.wakeups"),
+        ):
             assert not wakeups.self_check(listener, queue, timeout=0.5, poll_interval=1)
             assert proxy.dropped == 1
         [record] = caplog.records
@@ -89,7 +92,7 @@ def test_a_worker_behind_the_proxy_warns_and_still_runs_every_job_by_polling(
         queue, {"email": lambda job: ran.append(job.id)}, dsn=proxy.dsn, poll_interval=0.2, lease=5
     )
     try:
-        with caplog.at_level(logging.WARNING, "pgqueue_lab.wakeups"):
+        with caplog.at_level(logging.WARNING, "pgqueue_lab.features.wakeups"):
             worker.start()
             wait_for(lambda: worker.wakeups_ok is not None, 10, "the self-check")
             assert worker.wakeups_ok is False

@@ -3,7 +3,7 @@
 Every figure is printed beside a *baseline* measured in the same run on the same database, and
 as a ratio to it, so a slow or busy machine shifts both and the ratio still means something:
 
-- **drain**: the :class:`~pgqueue_lab.worker.Worker` draining no-op jobs with 1, 2, 4 and 8
+- **drain**: the :class:`~pgqueue_lab.core.worker.Worker` draining no-op jobs with 1, 2, 4 and 8
   threads, and the seed's algorithm (two transactions per job), against a raw batched loop
   (8 threads, one ``UPDATE ... RETURNING`` claims a batch, one ``id = ANY`` completes it);
 - **enqueue**: ``queue.enqueue`` per job and ``queue.enqueue_many`` (1000 per call) against
@@ -42,8 +42,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import TextIO
 
-from .. import db
-from ..queue import Connection, Queue
+from ..core import db
+from ..core.queue import Connection, Queue
 from . import peers
 from .common import (
     COLUMNS,

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .. import sql
-from ..queue import Connection, NewJob, Queue
+from ..core import sql
+from ..core.queue import Connection, NewJob, Queue
 
 NOOP = "noop"
 VACUUM_ANALYZE = "VACUUM (ANALYZE) {schema}.jobs"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from .. import db, sql
-from ..queue import Connection, Queue
-from ..worker import Worker
+from ..core import db, sql
+from ..core.queue import Connection, Queue
+from ..core.worker import Worker
 from .common import NOOP, BenchError, fill, fresh_queue, in_threads, noop
 
 #: The baseline claim: the helper's index order, only what a handler needs back, no BEGIN/COMMIT

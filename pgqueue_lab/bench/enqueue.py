@@ -6,8 +6,8 @@ import time
 
 from psycopg.types.json import Jsonb
 
-from .. import sql
-from ..queue import Connection, NewJob, Queue
+from ..core import sql
+from ..core.queue import Connection, NewJob, Queue
 from .common import NOOP
 
 COPY_JOBS = "COPY {schema}.jobs (type, payload) FROM STDIN"

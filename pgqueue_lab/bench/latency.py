@@ -4,7 +4,7 @@ A *probe* job is enqueued every few milliseconds and its handler notes when it s
 the probes are the only jobs; busy, a feeder on its own connection keeps enqueueing no-op jobs
 at a steady rate (:data:`BUSY_RATE` jobs/s, in batches every 10 ms), so each probe lands in a
 queue that is being worked and waits behind whatever was claimed before it. Both consumers run
-one thread that claims up to ``batch_size`` jobs: the :class:`~pgqueue_lab.worker.Worker`, and
+one thread that claims up to ``batch_size`` jobs: the :class:`~pgqueue_lab.core.worker.Worker`, and
 the baseline, a raw loop on one connection (``LISTEN``; on each notification, claim and complete
 batches until none is left).
 """
@@ -16,9 +16,9 @@ import threading
 import time
 from typing import Any
 
-from .. import db, sql
-from ..queue import Connection, Job, NewJob, Queue
-from ..worker import Worker
+from ..core import db, sql
+from ..core.queue import Connection, Job, NewJob, Queue
+from ..core.worker import Worker
 from .common import NOOP, WARMUP, BenchError
 from .drain import RAW_CLAIM, RAW_COMPLETE
 from .wakeup import IS_LISTENING

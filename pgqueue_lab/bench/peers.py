@@ -27,8 +27,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .. import db, sql
-from ..queue import Queue
+from ..core import db, sql
+from ..core.queue import Queue
 from .common import NOOP, BenchError, Row
 from .drain import drain_seconds, worker_drain
 

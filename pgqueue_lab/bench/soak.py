@@ -7,8 +7,8 @@ import statistics
 import threading
 import time
 
-from .. import db
-from ..worker import Worker
+from ..core import db
+from ..core.worker import Worker
 from .common import NOOP, Row, fill, fresh_queue, noop
 from .enqueue import enqueue_batch
 

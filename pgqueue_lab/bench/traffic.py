@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from psycopg import pq
 
-from ..queue import Connection
+from ..core.queue import Connection
 
 
 @dataclass

@@ -6,9 +6,9 @@ import random
 import threading
 import time
 
-from .. import db, sql
-from ..queue import Connection, Job, Queue
-from ..worker import Worker
+from ..core import db, sql
+from ..core.queue import Connection, Job, Queue
+from ..core.worker import Worker
 from .common import NOOP, WARMUP, BenchError
 from .drain import RAW_CLAIM, RAW_COMPLETE
 

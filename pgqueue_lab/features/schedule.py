@@ -2,15 +2,15 @@
 
 ``add(queue, conn, "nightly-report", "report", cron="0 2 * * *")`` (or ``every=300`` seconds)
 stores a schedule in the queue's ``schedules`` table. A scheduler (:func:`tick`, called by
-:func:`run` once a second, or by a :class:`~pgqueue_lab.worker.Worker` started with
+:func:`run` once a second, or by a :class:`~pgqueue_lab.core.worker.Worker` started with
 ``schedules=True``) reads every schedule with the database's clock, works out each one's
 due ticks not yet enqueued, and enqueues each, oldest first, with
-:data:`pgqueue_lab.sql.SCHEDULE_FIRE`: an UPDATE that moves the schedule's ``last_tick``
+:data:`SCHEDULE_FIRE`: an UPDATE that moves the schedule's ``last_tick``
 forward only if it is behind this tick, and an INSERT of the job in the same statement. Any
 number of schedulers may run at once (one per worker, say): the row lock makes the second wait
 for the first, re-read the row and find the tick taken, so **each tick enqueues exactly one
 job**. The job also carries the tick's unique key
-(``schedule:<name>@<tick>``; see :mod:`pgqueue_lab.unique`).
+(``schedule:<name>@<tick>``; see :mod:`pgqueue_lab.features.unique`).
 
 - Cron expressions (five fields: ticks fall on whole minutes) are parsed by `cronsim
   <https://pypi.org/project/cronsim/>`_ (the parser of Healthchecks.io: small, no dependencies,
@@ -42,10 +42,63 @@ from typing import Any
 
 from cronsim import CronSim, CronSimError
 
-from . import sql, validate
-from .errors import InvalidInputError
-from .holdings import CONNECTION_ERRORS
-from .queue import Connection, Queue
+from ..core import validate
+from ..core.holdings import CONNECTION_ERRORS
+from ..core.queue import Connection, Queue
+from ..core.worker import Extension, Worker
+from ..errors import InvalidInputError
+
+# -- statements (print one: ``print(schedule.CREATE_SCHEDULES_TABLE)``) --------------------------
+
+#: Periodic jobs: a cron expression or an interval in seconds (exactly one), and the last tick
+#: that enqueued a job. A tick is enqueued by whichever scheduler moves ``last_tick`` forward.
+CREATE_SCHEDULES_TABLE = """\
+CREATE TABLE IF NOT EXISTS {schema}.schedules (
+    name       text        PRIMARY KEY CHECK (name <> ''),
+    type       text        NOT NULL CHECK (type <> ''),
+    payload    jsonb       NOT NULL DEFAULT jsonb_build_object(),
+    queue      text        NOT NULL DEFAULT 'default' CHECK (queue <> ''),
+    cron       text,
+    every      float8      CHECK (every > 0),
+    last_tick  timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CHECK ((cron IS NULL) <> (every IS NULL))
+)"""
+
+#: Add a schedule, or change one (its ``last_tick`` is kept, so a change never repeats a tick).
+SCHEDULE_UPSERT = """\
+INSERT INTO {schema}.schedules (name, type, payload, queue, cron, every)
+VALUES (%(name)s, %(type)s, %(payload)s::jsonb, %(queue)s, %(cron)s, %(every)s)
+ON CONFLICT (name) DO UPDATE
+SET type = EXCLUDED.type, payload = EXCLUDED.payload, queue = EXCLUDED.queue,
+    cron = EXCLUDED.cron, every = EXCLUDED.every
+RETURNING name"""
+
+SCHEDULE_DELETE = "DELETE FROM {schema}.schedules WHERE name = %(name)s RETURNING name"
+
+#: Every schedule, with the database clock's time (every scheduler decides on the same clock).
+SCHEDULES = """\
+SELECT name, type, payload, queue, cron, every, last_tick, created_at, now() AS db_now
+FROM {schema}.schedules
+ORDER BY name"""
+
+#: Enqueue one tick of one schedule, exactly once however many schedulers try: the UPDATE moves
+#: ``last_tick`` forward only if it is behind this tick (a second scheduler waits for the first's
+#: row lock, re-reads the row, and finds it moved); the job also gets the tick's unique key.
+SCHEDULE_FIRE = """\
+WITH advanced AS (
+    UPDATE {schema}.schedules
+    SET last_tick = %(tick)s
+    WHERE name = %(name)s AND (last_tick IS NULL OR last_tick < %(tick)s)
+    RETURNING name, type, payload, queue
+), job AS (
+    INSERT INTO {schema}.jobs (queue, type, payload, unique_key)
+    SELECT queue, type, payload, %(unique_key)s FROM advanced
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'running')
+    DO NOTHING
+    RETURNING id, queue
+)
+SELECT id, pg_notify(%(channel)s, queue) FROM job"""
 
 _log = logging.getLogger(__name__)
 
@@ -102,7 +155,7 @@ def add(
     :param every: an interval in seconds (at least 1). Exactly one of the two.
     :raises InvalidInputError: before anything is sent: neither or both given, a cron expression
         cronsim refuses, an interval under 1 s, a bad name (at most
-        :data:`~pgqueue_lab.validate.MAX_KEY_LENGTH` characters), type or payload.
+        :data:`~pgqueue_lab.core.validate.MAX_KEY_LENGTH` characters), type or payload.
     """
     if (cron is None) == (every is None):
         raise InvalidInputError("give a schedule exactly one of cron='...' or every=seconds")
@@ -119,14 +172,14 @@ def add(
         "every": every,
     }
     with queue._tx(conn):
-        conn.execute(queue._q(sql.SCHEDULE_UPSERT), params)
+        conn.execute(queue._q(SCHEDULE_UPSERT), params)
 
 
 def remove(queue: Queue, conn: Connection, name: str) -> bool:
     """Delete the schedule ``name``; returns whether it existed."""
     params = {"name": validate.key(name, what="schedule name")}
     with queue._tx(conn):
-        return conn.execute(queue._q(sql.SCHEDULE_DELETE), params).fetchone() is not None
+        return conn.execute(queue._q(SCHEDULE_DELETE), params).fetchone() is not None
 
 
 #: The most ticks of one schedule a scheduler enqueues at once: the latest ones since the
@@ -197,7 +250,7 @@ def tick(queue: Queue, conn: Connection, on_error: OnError | None = None) -> lis
     :raises psycopg.OperationalError: (and the other connection errors) the connection was lost.
     """
     with queue._tx(conn):
-        rows = conn.execute(queue._q(sql.SCHEDULES)).fetchall()
+        rows = conn.execute(queue._q(SCHEDULES)).fetchall()
     fired = []
     for name, _type, _payload, _queue, cron, every, last_tick, created_at, db_now in rows:
         try:
@@ -209,7 +262,7 @@ def tick(queue: Queue, conn: Connection, on_error: OnError | None = None) -> lis
                     "channel": queue.channel,
                 }
                 with queue._tx(conn):
-                    row = conn.execute(queue._q(sql.SCHEDULE_FIRE), params).fetchone()
+                    row = conn.execute(queue._q(SCHEDULE_FIRE), params).fetchone()
                 if row is not None:
                     fired.append(Fired(name, due, int(row[0])))
         except Exception as exc:
@@ -261,3 +314,31 @@ def run(
     finally:
         if conn is not None:
             conn.close()
+
+
+class Scheduler(Extension):
+    """``Worker(..., schedules=True)``: a scheduler thread beside the worker's (:func:`run`).
+
+    A schedule whose tick fails is counted in ``stats.schedule_errors`` and listed in
+    ``stats.errors`` once per schedule and kind of error (it fails again every tick).
+    """
+
+    def threads(self) -> list[threading.Thread]:
+        worker = self.worker
+        return [threading.Thread(
+            target=run, args=(worker.queue, self.connect, self.stopping),
+            kwargs={"on_error": self.failed}, name=f"{worker.name}-scheduler", daemon=True)]  # fmt: skip
+
+    def failed(self, name: str, exc: Exception) -> None:
+        """The scheduler thread's report of a schedule whose tick failed."""
+        message = f"schedule {name[:100]!r} failed: {type(exc).__name__} (see the log)"
+        with self.lock:
+            self.worker.stats.schedule_errors += 1
+            if message not in self.worker.stats.errors:
+                self.worker.stats.errors.append(message)
+
+
+def scheduling(worker: Worker) -> Scheduler | None:
+    """A worker made with ``schedules=True`` runs a scheduler (an entry of
+    :data:`pgqueue_lab.core.worker.EXTENSIONS`)."""
+    return Scheduler(worker) if worker.schedules else None

@@ -18,8 +18,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import PermanentJobError
-from .queue import Job
+from ..core.queue import Job
+from ..errors import PermanentJobError
 
 #: Seconds each job type takes unless its payload says ``"seconds"``: long enough to see jobs
 #: running in ``pgqueue-lab watch``, short enough for a lesson.

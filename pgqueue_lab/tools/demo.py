@@ -10,9 +10,9 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from . import db
-from .queue import Job, Queue
-from .worker import Worker
+from ..core import db
+from ..core.queue import Job, Queue
+from ..core.worker import Worker
 
 DEMO_SCHEMA = "pgqueue_lab_demo"
 

@@ -17,8 +17,9 @@
 ``pgqueue-lab resume ...``      resume a paused named queue
 ``pgqueue-lab --version``       the version
 
-Each command family lives in its own module (``bench``, ``course``, ``check``, ``classroom``...);
-this one only dispatches. Bad input is one line on stderr and exit status 2, never a traceback.
+Each command family lives in its own module of :mod:`pgqueue_lab.tools` (``course``,
+``check``, ``classroom``, ``control``...) or in :mod:`pgqueue_lab.bench`; this one only
+dispatches. Bad input is one line on stderr and exit status 2, never a traceback.
 
 ``lab`` and ``check`` pass what follows ``--`` on to JupyterLab and pytest.
 """
@@ -32,15 +33,18 @@ from typing import NoReturn
 
 import psycopg
 
-from . import __version__, bench, cancel, check, classroom, course, db, enqueue, pause, serve, terminal, watch
+from .. import bench, embedded
+from .._version import __version__
+from ..core import db
+from ..errors import QueueError
+from . import check, classroom, control, course, enqueue, serve, terminal, watch
 from .demo import run_demo
-from .errors import QueueError
 
 
 def _db_status() -> int:
     print(f"source:   {db.source()}")
     if db.source() == "embedded":
-        status = db.embedded_status()
+        status = embedded.embedded_status()
         print(f"data dir: {status['data_dir']}")
         others = len(status["attached_pids"])
         print(
@@ -61,7 +65,7 @@ def _db_stop() -> int:
             f"{db.DSN_ENV} points at an external server ({db.describe_dsn(db.get_dsn())}); nothing to stop."
         )
         return 0
-    print(db.stop_embedded())
+    print(embedded.stop_embedded())
     return 0
 
 
@@ -107,9 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_arguments(sub.add_parser("worker", help="serve a queue from this terminal until Ctrl-C"))
     enqueue.add_arguments(sub.add_parser("enqueue", help="enqueue jobs of one type, at once or at a rate"))
     watch.add_arguments(sub.add_parser("watch", help="a live view of a queue until Ctrl-C"))
-    cancel.add_arguments(sub.add_parser("cancel", help="cancel jobs by id"))
-    pause.add_arguments(sub.add_parser("pause", help="pause a named queue (no QUEUE: list)"), resuming=False)
-    pause.add_arguments(sub.add_parser("resume", help="resume a paused named queue"), resuming=True)
+    control.add_cancel_arguments(sub.add_parser("cancel", help="cancel jobs by id"))
+    control.add_pause_arguments(
+        sub.add_parser("pause", help="pause a named queue (no QUEUE: list)"), resuming=False
+    )
+    control.add_pause_arguments(sub.add_parser("resume", help="resume a paused named queue"), resuming=True)
     return parser
 
 
@@ -145,9 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "watch":
             return watch.main(args)
         if args.command == "cancel":
-            return cancel.main(args)
+            return control.cancel_main(args)
         if args.command in ("pause", "resume"):
-            return pause.main(args, resuming=args.command == "resume")
+            return control.pause_main(args, resuming=args.command == "resume")
         if args.action == "url":
             print(db.mask_dsn(db.get_dsn()))
             return 0

@@ -14,22 +14,26 @@ A claimed :class:`Job` carries a *claim token*. ``complete``, ``fail``, ``heartb
 ``release`` take the :class:`Job` objects themselves, not bare ids, and the database checks the
 token on every write: once a lease lapses and the job is rescued, nothing this run does can
 change it any more (*fencing*).
+
+The features reach into the queue at four documented places, :class:`QueueExtensions`
+(statements for :meth:`Queue.create`, the claim with ``per_key``/``fair``, enqueueing jobs with
+keys): this module imports no feature, and :mod:`pgqueue_lab.features` plugs them in.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 import psycopg
 
-from . import limits, sql, unique, validate
-from .errors import InvalidInputError, QueueNotFoundError
+from ..errors import InvalidInputError, QueueError, QueueNotFoundError
+from . import sql, validate
 
 Connection = psycopg.Connection[Any]
 
@@ -39,7 +43,7 @@ Connection = psycopg.Connection[Any]
 #: within seconds (backoff 1 + 2 + 4 + 8 s).
 DEFAULT_MAX_ATTEMPTS = 5
 
-#: How many times :meth:`Queue.requeue`'s :data:`~pgqueue_lab.sql.REQUEUE_SKIP_HELD` runs again
+#: How many times :meth:`Queue.requeue`'s :data:`~pgqueue_lab.core.sql.REQUEUE_SKIP_HELD` runs again
 #: when a job's ``unique_key`` was taken by a job that committed after the statement began (the
 #: statement did not see it, the index did).
 REQUEUE_RETRIES = 3
@@ -56,7 +60,7 @@ class Job:
     :meth:`Queue.release`, which present it.
 
     A long handler may look at :attr:`cancel_requested` and return early: the job was cancelled
-    (:func:`pgqueue_lab.cancel.cancel`) and its outcome will not be recorded.
+    (:func:`pgqueue_lab.features.cancel.cancel`) and its outcome will not be recorded.
     """
 
     id: int
@@ -156,11 +160,52 @@ def _plain(job: NewJob) -> bool:
     )
 
 
+# -- the extension points -----------------------------------------------------------------------
+
+#: ``claim(queue, conn, params, per_key, fair)``: the rows of a claim with ``per_key``/``fair``.
+KeyedClaim = Callable[["Queue", Connection, dict[str, Any], "int | None", bool], list[Any]]
+#: ``enqueue(queue, conn, params, unique_key, concurrency_key)``: the id of a job with keys.
+KeyedEnqueue = Callable[["Queue", Connection, dict[str, Any], object, object], int]
+#: ``enqueue_many(queue, conn, jobs, rows)``: the ids of a batch in which some job has a key.
+KeyedEnqueueMany = Callable[["Queue", Connection, Sequence["NewJob"], list[dict[str, Any]]], list[int]]
+_T = TypeVar("_T")
+
+
+@dataclass
+class QueueExtensions:
+    """What the features add to every :class:`Queue`: the extension points of this module.
+
+    :mod:`pgqueue_lab.features` fills :data:`EXTENSIONS` when the package is imported (any
+    import of ``pgqueue_lab`` runs it first). The plain paths never look here: a claim without
+    ``per_key``/``fair`` runs :data:`~pgqueue_lab.core.sql.CLAIM`, a job without keys
+    :data:`~pgqueue_lab.core.sql.ENQUEUE`.
+    """
+
+    #: More statements for :meth:`Queue.create`, run after the core's, in order.
+    schema: list[str] = field(default_factory=list)
+    #: The claim with ``per_key`` or ``fair`` (:func:`pgqueue_lab.features.limits.claim`).
+    claim: KeyedClaim | None = None
+    #: Enqueueing one job with a key (:func:`pgqueue_lab.features.unique.enqueue_keyed`).
+    enqueue: KeyedEnqueue | None = None
+    #: Enqueueing a batch with keys (:func:`pgqueue_lab.features.unique.enqueue_many`).
+    enqueue_many: KeyedEnqueueMany | None = None
+
+
+#: The queue's extension points (see :class:`QueueExtensions`).
+EXTENSIONS = QueueExtensions()
+
+
+def _extension(hook: _T | None, what: str) -> _T:
+    if hook is None:
+        raise QueueError(f"{what} needs pgqueue_lab.features, which plugs it in when pgqueue_lab is imported")
+    return hook
+
+
 class Queue:
     """A job queue living in its own PostgreSQL schema.
 
     :param schema: the schema that holds the ``jobs`` table; each notebook and test uses its own,
-        so they never collide. Validated at once (see :func:`pgqueue_lab.validate.schema_name`).
+        so they never collide. Validated at once (see :func:`pgqueue_lab.core.validate.schema_name`).
     """
 
     def __init__(self, schema: str = "pgqueue_lab") -> None:
@@ -193,9 +238,10 @@ class Queue:
     # -- schema ----------------------------------------------------------------------------
 
     def create(self, conn: Connection) -> None:
-        """Create the schema, the ``jobs`` table and its partial indexes, and the small tables of
-        the optional features (paused queues, key turns, schedules). Idempotent; on a queue made
-        by an older version it adds what is missing."""
+        """Create the schema, the ``jobs`` table and its partial indexes, the paused queues the
+        claim reads, and then the features' indexes and tables (:attr:`QueueExtensions.schema`:
+        unique keys, key turns, schedules). Idempotent; on a queue made by an older version it
+        adds what is missing."""
         with conn.transaction():
             for statement in (
                 sql.CREATE_SCHEMA,
@@ -203,10 +249,8 @@ class Queue:
                 sql.CREATE_CLAIM_INDEX,
                 sql.CREATE_LEASE_INDEX,
                 sql.CREATE_FEATURE_COLUMNS,
-                sql.CREATE_UNIQUE_INDEX,
                 sql.CREATE_PAUSED_TABLE,
-                sql.CREATE_KEY_TURNS_TABLE,
-                sql.CREATE_SCHEDULES_TABLE,
+                *EXTENSIONS.schema,  # the features' indexes and tables
             ):
                 conn.execute(self._q(statement))
 
@@ -241,13 +285,14 @@ class Queue:
             (``Worker(..., listen=False)``); the commit then takes no server-wide lock. A job with
             a key is always announced.
         :param unique_key: while a job with this key is pending or running, enqueueing another
-            inserts nothing and returns that job's id (see :mod:`pgqueue_lab.unique`).
+            inserts nothing and returns that job's id (see :mod:`pgqueue_lab.features.unique`).
         :param concurrency_key: the key a claim with ``per_key`` limits (a customer, a tenant).
         :raises InvalidInputError: before anything is sent, if an argument is unusable.
         """
         params = self._job_params(NewJob(type, payload, queue, priority, delay, max_attempts), None)
         if unique_key is not None or concurrency_key is not None:  # always announced
-            return unique.enqueue_one(self, conn, params, unique.keys(unique_key, concurrency_key, None))
+            keyed = _extension(EXTENSIONS.enqueue, "a job with a key")
+            return keyed(self, conn, params, unique_key, concurrency_key)
         params["channel"] = self.channel
         with self._tx(conn):
             row = conn.execute(self._q(sql.ENQUEUE if notify else sql.ENQUEUE_QUIET), params).fetchone()
@@ -275,7 +320,7 @@ class Queue:
         if not rows:
             return []
         if any(job.unique_key is not None or job.concurrency_key is not None for job in items):
-            return unique.enqueue_many(self, conn, items, rows)
+            return _extension(EXTENSIONS.enqueue_many, "a job with a key")(self, conn, items, rows)
         params = {"jobs": validate.batch_json(rows), "channel": self.channel}
         with self._tx(conn):
             statement = sql.ENQUEUE_MANY if notify else sql.ENQUEUE_MANY_QUIET  # announced or not
@@ -284,7 +329,7 @@ class Queue:
     @staticmethod
     def _job_params(job: NewJob, index: int | None, *, check_payload: bool = True) -> dict[str, Any]:
         """Check one job's fields; the payload becomes JSON text (or is left for
-        :func:`~pgqueue_lab.validate.batch_json` to check with the whole batch)."""
+        :func:`~pgqueue_lab.core.validate.batch_json` to check with the whole batch)."""
         payload = {} if job.payload is None else job.payload
         where = "" if index is None else f" (job #{index} of the batch)"
         try:
@@ -333,8 +378,8 @@ class Queue:
         :param lease: seconds the claim is held (``locked_until``) before it counts as abandoned
             and :meth:`rescue` may give the job to another worker.
         :param per_key: at most this many running jobs per ``concurrency_key`` (jobs without a
-            key are not limited); see :mod:`pgqueue_lab.limits`.
-        :param fair: take jobs round-robin across concurrency keys (see :mod:`pgqueue_lab.limits`).
+            key are not limited); see :mod:`pgqueue_lab.features.limits`.
+        :param fair: take jobs round-robin across concurrency keys (see the same).
         """
         token = uuid4()
         params = {
@@ -345,7 +390,7 @@ class Queue:
             "token": token,
         }
         if per_key is not None or fair:
-            rows = limits.claim(self, conn, params, per_key, fair)
+            rows = _extension(EXTENSIONS.claim, "per_key or fair")(self, conn, params, per_key, fair)
         else:
             with self._tx(conn):
                 rows = conn.execute(self._q(sql.CLAIM), params).fetchall()
@@ -379,7 +424,7 @@ class Queue:
 
         With attempts left (and ``retry`` true) it returns to ``pending``, due after
         ``retry_delay * 2^(attempts-1)`` seconds ±10 % (never more than ``max_delay``; see
-        :data:`pgqueue_lab.sql.FAIL`), and the retry is announced; otherwise it becomes
+        :data:`pgqueue_lab.core.sql.FAIL`), and the retry is announced; otherwise it becomes
         ``failed`` (a dead letter). Returns the new status, or ``None`` if nothing changed
         because the job is no longer running under this claim.
 
@@ -501,7 +546,7 @@ class Queue:
     ) -> float | None:
         """Seconds until the next pending job is due (0 if one is due now, ``None`` if none pends).
 
-        With ``future_only``, only jobs not due yet count (see :data:`pgqueue_lab.sql.NEXT_DUE`).
+        With ``future_only``, only jobs not due yet count (see :data:`pgqueue_lab.core.sql.NEXT_DUE`).
         """
         params = {"queues": validate.queue_names(queues), "future_only": bool(future_only)}
         with self._tx(conn):
@@ -509,7 +554,7 @@ class Queue:
         return None if row is None or row[0] is None else max(0.0, float(row[0]))
 
     def vacuum(self, conn: Connection) -> None:
-        """Run ``VACUUM`` on the jobs table (see :data:`pgqueue_lab.sql.VACUUM_JOBS`).
+        """Run ``VACUUM`` on the jobs table (see :data:`pgqueue_lab.core.sql.VACUUM_JOBS`).
 
         :raises InvalidInputError: ``conn`` is not in autocommit mode or is inside a transaction
             (VACUUM cannot run in one).

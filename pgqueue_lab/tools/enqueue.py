@@ -5,7 +5,7 @@
     pgqueue-lab enqueue --schema nb10_live email '{"to": "alice@example.com"}' --count 60 --rate 20
 
 Enqueues ``--count`` jobs of one type and payload through the batch path
-(:meth:`~pgqueue_lab.queue.Queue.enqueue_many`: up to 1000 jobs per statement, one ``NOTIFY``
+(:meth:`~pgqueue_lab.core.queue.Queue.enqueue_many`: up to 1000 jobs per statement, one ``NOTIFY``
 per statement), all at once or ``--rate`` jobs per second (a steady producer to watch), with a
 progress bar when it takes a while. ``--create`` creates the queue first if it does not exist;
 without it an unknown schema is an error (a typo would otherwise make a new, unserved queue).
@@ -20,9 +20,10 @@ import sys
 import time
 from typing import Any, TextIO
 
-from . import db, terminal, validate
-from .errors import InvalidInputError
-from .queue import DEFAULT_MAX_ATTEMPTS, NewJob, Queue
+from ..core import db, validate
+from ..core.queue import DEFAULT_MAX_ATTEMPTS, NewJob, Queue
+from ..errors import InvalidInputError
+from . import terminal
 
 #: Jobs per statement when enqueueing all at once.
 CHUNK = 1000

@@ -2,7 +2,7 @@
 
 ``cancel(queue, conn, ids)`` moves each pending or running job to ``cancelled``, a final state
 like ``completed`` and ``failed`` (the table's CHECK constraint knows it), in one statement
-(:data:`pgqueue_lab.sql.CANCEL`). Jobs already finished are left alone.
+(:data:`CANCEL`). Jobs already finished are left alone.
 
 - A **pending** job is simply never claimed again: the claim takes only ``pending`` jobs, and
   no retry, rescue or requeue takes a cancelled one back.
@@ -10,7 +10,7 @@ like ``completed`` and ``failed`` (the table's CHECK constraint knows it), in on
   channel (``<schema>_cancel``, the job id as payload) reaches a listening worker within
   milliseconds; the worker's heartbeat also asks the database about the jobs it runs (the
   polling fallback, at least once a second). The worker then sets :attr:`Job.cancel_requested
-  <pgqueue_lab.queue.Job.cancel_requested>`: a long handler checks it and returns early. Jobs
+  <pgqueue_lab.core.queue.Job.cancel_requested>`: a long handler checks it and returns early. Jobs
   the worker claimed but had not started are dropped when it hears of the cancel, and never
   start. ``cancel()`` returns before the worker hears: a claimed job whose turn comes first (a
   notification lost, so until the next poll, up to about a second) still starts, and learns
@@ -28,24 +28,52 @@ Peers: River's ``JobCancel`` (a ``cancelled`` state, running jobs told by NOTIFY
 ``cancel_job`` (``cancelled`` state), graphile-worker's ``permanently_fail_jobs``, pg-boss's
 ``cancel``.
 
-``pgqueue-lab cancel --schema S ID...`` does the same from a terminal.
+Inside a :class:`~pgqueue_lab.core.worker.Worker` this runs as :class:`Watch`, an extension
+every worker has. ``pgqueue-lab cancel --schema S ID...`` (:mod:`pgqueue_lab.tools.control`)
+does the same as :func:`cancel` from a terminal.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import Iterable, Sequence
 
 import psycopg
 
-from . import db, sql, terminal, validate
-from .errors import InvalidInputError
-from .queue import Connection, Queue
+from ..core import sql, validate
+from ..core.holdings import Holdings
+from ..core.queue import Connection, Queue
+from ..core.worker import Extension, Worker
 
-if TYPE_CHECKING:
-    from .holdings import Holdings
+# -- statements (print one: ``print(cancel.CANCEL)``) --------------------------------------------
+
+#: Cancel jobs: a pending one is ``cancelled`` at once; a running one is ``cancelled`` too, and
+#: its worker is told (NOTIFY on the cancel channel, the job id as payload) so its handler can
+#: stop (``job.cancel_requested``). Its claim token and ``status = 'running'`` checks then make
+#: its late complete, fail, heartbeat or release change nothing. ``FOR UPDATE`` waits for a
+#: claim racing with it and reads the row again, so a job is never missed between the states.
+CANCEL = """\
+WITH cancelled AS (
+    UPDATE {schema}.jobs AS j
+    SET status = 'cancelled', cancelled_at = now(), finished_at = now(), locked_until = NULL
+    FROM (
+        SELECT id, status AS was FROM {schema}.jobs
+        WHERE id = ANY(%(ids)s) AND status IN ('pending', 'running')
+        ORDER BY id
+        FOR UPDATE
+    ) AS old
+    WHERE j.id = old.id
+    RETURNING j.id, old.was
+), told AS (
+    SELECT pg_notify(%(channel)s, id::text) FROM cancelled WHERE was = 'running'
+)
+SELECT id, was FROM cancelled, (SELECT count(*) FROM told) AS sent ORDER BY id"""
+
+#: Of these jobs (a worker's running ones), those cancelled: the worker's polling fallback for a
+#: lost cancel notification.
+CANCELLED_AMONG = """\
+SELECT id FROM {schema}.jobs
+WHERE id = ANY(%(ids)s) AND status = 'cancelled'
+ORDER BY id"""
 
 
 def channel(queue: Queue) -> str:
@@ -69,7 +97,7 @@ def cancel(queue: Queue, conn: Connection, job_ids: int | Iterable[int]) -> dict
     if not ids:
         return {}
     with queue._tx(conn):
-        rows = conn.execute(queue._q(sql.CANCEL), {"ids": ids, "channel": channel(queue)}).fetchall()
+        rows = conn.execute(queue._q(CANCEL), {"ids": ids, "channel": channel(queue)}).fetchall()
     return {int(i): str(was) for i, was in rows}
 
 
@@ -100,7 +128,7 @@ def tell(holdings: Holdings, job_ids: set[int]) -> None:
 
 def poll(queue: Queue, conn: Connection, holdings: Holdings) -> None:
     """The polling fallback (a lost notification): ask the database whether a job some handler
-    runs now was cancelled (:data:`pgqueue_lab.sql.CANCELLED_AMONG`), and :func:`tell`."""
+    runs now was cancelled (:data:`CANCELLED_AMONG`), and :func:`tell`."""
     with holdings.lock:
         ids = sorted(
             job.id
@@ -110,37 +138,25 @@ def poll(queue: Queue, conn: Connection, holdings: Holdings) -> None:
         )
     if ids:
         with queue._tx(conn):
-            rows = conn.execute(queue._q(sql.CANCELLED_AMONG), {"ids": ids}).fetchall()
+            rows = conn.execute(queue._q(CANCELLED_AMONG), {"ids": ids}).fetchall()
         tell(holdings, {int(r[0]) for r in rows})
 
 
-# -- pgqueue-lab cancel ----------------------------------------------------------------------
+class Watch(Extension):
+    """A worker's part in cancellation: its listener also listens on the cancel channel, and
+    its heartbeat asks about the jobs it runs (the polling fallback, for a lost notification).
+    """
+
+    def subscribe(self, conn: Connection) -> None:
+        listen(self.worker.queue, conn)
+
+    def notified(self, notes: Sequence[psycopg.Notify]) -> None:
+        tell(self.holdings, requested(self.worker.queue, notes))
+
+    def beat(self, conn: Connection) -> None:
+        poll(self.worker.queue, conn, self.holdings)  # a cancel whose NOTIFY was lost
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = "Cancel jobs: pending ones never run, running ones are asked to stop."
-    parser.add_argument("--schema", required=True, help="the queue's schema")
-    parser.add_argument("ids", nargs="+", metavar="ID", help="the ids of the jobs to cancel")
-
-
-def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    out = out or sys.stdout
-    queue = Queue(args.schema)
-    ids = []
-    for text in args.ids:
-        if not (text.isascii() and text.isdigit()):  # str.isdigit() also takes '²' and '٣'
-            raise InvalidInputError(f"a job id is a positive whole number (digits 0-9), got {text!r}")
-        ids.append(int(text))
-    _ids(ids)
-    terminal.require_queue(queue)
-    with db.connect(application_name="pgqueue-lab cancel") as conn:
-        done = cancel(queue, conn, ids)
-    for job_id in sorted(set(ids)):
-        was = done.get(job_id)
-        if was == "pending":
-            print(f"job {job_id}: cancelled (it was pending; it will not run)", file=out)
-        elif was == "running":
-            print(f"job {job_id}: cancelled (it was running; its worker is told to stop)", file=out)
-        else:
-            print(f"job {job_id}: not cancelled (no such job, or it had already finished)", file=out)
-    return 0
+def watch(worker: Worker) -> Watch:
+    """Every worker watches for cancels (an entry of :data:`pgqueue_lab.core.worker.EXTENSIONS`)."""
+    return Watch(worker)

@@ -1,6 +1,6 @@
 """pytest plugin for running the course's notebooks (and tests): one database for the whole run.
 
-``pgqueue-lab check`` loads it with ``-p pgqueue_lab.pytest_plugin``; this repository's root
+``pgqueue-lab check`` loads it with ``-p pgqueue_lab.tools.pytest_plugin``; this repository's root
 ``conftest.py`` loads it too. It is not registered automatically for every pytest run.
 
 If ``PGQUEUE_LAB_DSN`` is unset, the embedded server is started here, once, in the pytest
@@ -18,7 +18,8 @@ from collections.abc import Generator
 
 import pytest
 
-from . import db
+from .. import embedded
+from ..core import db
 
 #: Set to "1" when this plugin started the embedded server for the run.
 EMBEDDED_FLAG = "PGQUEUE_LAB_TEST_EMBEDDED"
@@ -28,7 +29,7 @@ _failed_cells = pytest.StashKey[list[str]]()
 
 def pytest_configure(config: pytest.Config) -> None:
     if not os.environ.get(db.DSN_ENV):
-        os.environ[db.DSN_ENV] = db.embedded_uri()
+        os.environ[db.DSN_ENV] = embedded.embedded_uri()
         os.environ[EMBEDDED_FLAG] = "1"
     config.stash[_failed_cells] = []
 

@@ -45,8 +45,124 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from . import db, sql, terminal
-from .errors import ClassroomError, InvalidInputError, QueueError
+from ..core import db, sql
+from ..errors import ClassroomError, InvalidInputError, QueueError
+from . import terminal
+
+# -- statements (print one: ``print(classroom.CLASSROOM_RIGHTS)``) -------------------------------
+
+#: May the connected role create roles and databases?
+CLASSROOM_RIGHTS = """\
+SELECT current_user, rolsuper, rolcreaterole, rolcreatedb
+FROM pg_roles
+WHERE rolname = current_user"""
+
+#: The server's connection budget: ``max_connections``, the slots kept for superusers (and,
+#: from PostgreSQL 16, for ``pg_use_reserved_connections``), and the connection limits of
+#: classroom students of *other* prefixes (other classes on the same server).
+CLASSROOM_CONNECTIONS = """\
+SELECT current_setting('max_connections')::int,
+       current_setting('superuser_reserved_connections')::int
+         + coalesce(current_setting('reserved_connections', true)::int, 0),
+       (SELECT coalesce(sum(rolconnlimit), 0)::int FROM pg_roles
+        WHERE starts_with(coalesce(shobj_description(oid, 'pg_authid'), ''), %(marker)s)
+          AND shobj_description(oid, 'pg_authid') <> %(mark)s AND rolconnlimit > 0)"""
+
+#: The students this prefix's ``create`` made (marked by their comment), with their database
+#: (``NULL`` if missing), whether the database is theirs (marked, or owned by the student), and
+#: the role's settings (``{idle_in_transaction_session_timeout=300s}``).
+CLASSROOM_STUDENTS = """\
+SELECT r.rolname, r.rolconnlimit, d.datname,
+       d.datname IS NOT NULL AND (shobj_description(d.oid, 'pg_database') = %(mark)s
+                                  OR d.datdba = r.oid) AS database_ours,
+       (SELECT s.setconfig FROM pg_db_role_setting AS s
+        WHERE s.setrole = r.oid AND s.setdatabase = 0) AS settings
+FROM pg_roles AS r
+LEFT JOIN pg_database AS d ON d.datname = r.rolname
+WHERE shobj_description(r.oid, 'pg_authid') = %(mark)s
+ORDER BY r.rolname"""
+
+#: Roles and databases that already carry one of these names, and whether ``create`` made them.
+CLASSROOM_NAMES_TAKEN = """\
+SELECT 'role' AS kind, rolname AS name, coalesce(shobj_description(oid, 'pg_authid') = %(mark)s, false)
+FROM pg_roles WHERE rolname = ANY(%(names)s)
+UNION ALL
+SELECT 'database', datname, coalesce(shobj_description(oid, 'pg_database') = %(mark)s, false)
+       OR datdba IN (SELECT oid FROM pg_roles WHERE rolname = datname
+                     AND shobj_description(oid, 'pg_authid') = %(mark)s)
+FROM pg_database WHERE datname = ANY(%(names)s)
+ORDER BY 2, 1"""
+
+#: A student: may log in, nothing more, at most ``{limit}`` sessions at once.
+CLASSROOM_CREATE_ROLE = """\
+CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE
+    PASSWORD {password} CONNECTION LIMIT {limit}"""
+
+#: The mark ``drop`` looks for: it removes only what carries it.
+CLASSROOM_MARK_ROLE = "COMMENT ON ROLE {role} IS {mark}"
+
+#: A transaction left open ends after this long, so a forgotten one cannot hold its locks (or a
+#: connection slot) for the rest of the lesson. Applies to the role's next sessions.
+CLASSROOM_ROLE_TIMEOUT = "ALTER ROLE {role} SET idle_in_transaction_session_timeout = {timeout}"
+
+CLASSROOM_ROLE_LIMIT = "ALTER ROLE {role} CONNECTION LIMIT {limit}"
+
+CLASSROOM_SET_PASSWORD = "ALTER ROLE {role} PASSWORD {password}"
+
+#: A teacher who is not a superuser must be a member of a student role to create a database
+#: owned by it, and later to drop it (and may then look into the student's database).
+CLASSROOM_JOIN_ROLE = "GRANT {role} TO CURRENT_USER"
+
+#: The student's own database; its owner may do anything in it.
+CLASSROOM_CREATE_DATABASE = "CREATE DATABASE {database} OWNER {role}"
+
+CLASSROOM_MARK_DATABASE = "COMMENT ON DATABASE {database} IS {mark}"
+
+#: Every role may connect to a new database (and create temporary tables in it) through
+#: PUBLIC: take that away, so only its owner (and superusers) get in.
+CLASSROOM_REVOKE_PUBLIC = "REVOKE CONNECT, TEMPORARY ON DATABASE {database} FROM PUBLIC"
+
+#: Sessions of the students right now, per role.
+CLASSROOM_SESSIONS = """\
+SELECT usename, count(*)::int
+FROM pg_stat_activity
+WHERE usename = ANY(%(roles)s)
+GROUP BY usename"""
+
+#: No new logins while a class is dropped.
+CLASSROOM_NOLOGIN = "ALTER ROLE {role} NOLOGIN"
+
+#: End the students' sessions, wherever they are connected (waiting up to 5 s for each).
+CLASSROOM_TERMINATE = """\
+SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000))::int
+FROM pg_stat_activity
+WHERE (usename = ANY(%(roles)s) OR datname = ANY(%(databases)s)) AND pid <> pg_backend_pid()"""
+
+CLASSROOM_DROP_DATABASE = "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
+
+#: Privileges granted to the role, and objects it owns, in the database the teacher is connected
+#: to (a role cannot be dropped while anything refers to it).
+CLASSROOM_DROP_OWNED = "DROP OWNED BY {role}"
+
+CLASSROOM_DROP_ROLE = "DROP ROLE IF EXISTS {role}"
+
+#: In a student's database: the schemas of the course's notebooks (``nb03_claiming``...), which
+#: each notebook creates when it starts and drops when it ends.
+CLASSROOM_NOTEBOOK_SCHEMAS = """\
+SELECT nspname FROM pg_namespace WHERE nspname ~ '^nb[0-9]{2}_' ORDER BY nspname"""
+
+#: In a student's database: every schema holding a queue's ``jobs`` table.
+CLASSROOM_JOB_TABLES = """\
+SELECT n.nspname
+FROM pg_class AS c
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attname = 'status' AND NOT a.attisdropped
+WHERE c.relname = 'jobs' AND c.relkind IN ('r', 'p')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY n.nspname"""
+
+#: Jobs per status in one queue (combined with ``UNION ALL`` over a student's queues).
+CLASSROOM_JOBS_BY_STATUS = "SELECT status, count(*)::int FROM {schema}.jobs GROUP BY status"
 
 Connection = psycopg.Connection[Any]
 
@@ -203,7 +319,7 @@ def _refusals() -> Iterator[None]:
 def _require_rights(conn: Connection) -> bool:
     """Check that the connected role may create roles and databases; return whether it is a
     superuser."""
-    row = conn.execute(sql.CLASSROOM_RIGHTS).fetchone()
+    row = conn.execute(CLASSROOM_RIGHTS).fetchone()
     assert row is not None
     user, superuser, createrole, createdb = row
     if superuser or (createrole and createdb):
@@ -227,7 +343,7 @@ class _Existing:
 
 
 def _existing(conn: Connection, prefix: str) -> dict[str, _Existing]:
-    rows = conn.execute(sql.CLASSROOM_STUDENTS, {"mark": mark(prefix)}).fetchall()
+    rows = conn.execute(CLASSROOM_STUDENTS, {"mark": mark(prefix)}).fetchall()
     return {
         name: _Existing(int(limit), database, bool(ours), list(settings or []))
         for name, limit, database, ours, settings in rows
@@ -240,7 +356,7 @@ def _number(prefix: str, name: str) -> int:
 
 
 def _check_connections(conn: Connection, prefix: str, students: int, limit: int, err: TextIO) -> None:
-    row = conn.execute(sql.CLASSROOM_CONNECTIONS, {"marker": MARKER, "mark": mark(prefix)}).fetchone()
+    row = conn.execute(CLASSROOM_CONNECTIONS, {"marker": MARKER, "mark": mark(prefix)}).fetchone()
     assert row is not None
     max_connections, reserved, others = (int(v) for v in row)
     class_total = students * limit
@@ -302,7 +418,7 @@ def create(
     with db.connect(dsn) as conn, _refusals():
         superuser = _require_rights(conn)
         existing = _existing(conn, prefix)
-        taken = conn.execute(sql.CLASSROOM_NAMES_TAKEN, {"mark": mark(prefix), "names": wanted}).fetchall()
+        taken = conn.execute(CLASSROOM_NAMES_TAKEN, {"mark": mark(prefix), "names": wanted}).fetchall()
         foreign = [f"{kind} {name}" for kind, name, ours in taken if not ours]
         if foreign:
             raise ClassroomError(
@@ -362,25 +478,25 @@ def _make_student(
         with conn.transaction():  # the role and its mark together: never an unmarked student
             verifier = _password_verifier(conn, name, password)
             literals: dict[str, object] = {"password": verifier, "limit": limit}
-            conn.execute(_utility(sql.CLASSROOM_CREATE_ROLE, literals, role=name))
-            conn.execute(_utility(sql.CLASSROOM_MARK_ROLE, {"mark": mark}, role=name))
-            conn.execute(_utility(sql.CLASSROOM_ROLE_TIMEOUT, {"timeout": timeout}, role=name))
+            conn.execute(_utility(CLASSROOM_CREATE_ROLE, literals, role=name))
+            conn.execute(_utility(CLASSROOM_MARK_ROLE, {"mark": mark}, role=name))
+            conn.execute(_utility(CLASSROOM_ROLE_TIMEOUT, {"timeout": timeout}, role=name))
             if not superuser:
-                conn.execute(_utility(sql.CLASSROOM_JOIN_ROLE, role=name))
+                conn.execute(_utility(CLASSROOM_JOIN_ROLE, role=name))
     else:
         if password is None:  # --reset-passwords
             password, state = secrets.token_urlsafe(12), "new password"
             verifier = _password_verifier(conn, name, password)
-            conn.execute(_utility(sql.CLASSROOM_SET_PASSWORD, {"password": verifier}, role=name))
+            conn.execute(_utility(CLASSROOM_SET_PASSWORD, {"password": verifier}, role=name))
         if existing.limit != limit:
-            conn.execute(_utility(sql.CLASSROOM_ROLE_LIMIT, {"limit": limit}, role=name))
+            conn.execute(_utility(CLASSROOM_ROLE_LIMIT, {"limit": limit}, role=name))
         if timeout_setting not in existing.config:
-            conn.execute(_utility(sql.CLASSROOM_ROLE_TIMEOUT, {"timeout": timeout}, role=name))
+            conn.execute(_utility(CLASSROOM_ROLE_TIMEOUT, {"timeout": timeout}, role=name))
     if existing is None or existing.database is None:
-        conn.execute(_utility(sql.CLASSROOM_CREATE_DATABASE, database=name, role=name))
+        conn.execute(_utility(CLASSROOM_CREATE_DATABASE, database=name, role=name))
         with conn.transaction():
-            conn.execute(_utility(sql.CLASSROOM_MARK_DATABASE, {"mark": mark}, database=name))
-            conn.execute(_utility(sql.CLASSROOM_REVOKE_PUBLIC, database=name))
+            conn.execute(_utility(CLASSROOM_MARK_DATABASE, {"mark": mark}, database=name))
+            conn.execute(_utility(CLASSROOM_REVOKE_PUBLIC, database=name))
         if state == "kept":
             state = "database created"
     return Student(name, student_dsn(teacher_dsn, name, password, host), state)
@@ -395,7 +511,7 @@ def list_students(dsn: str, prefix: str = DEFAULT_PREFIX) -> list[StudentState]:
     with db.connect(dsn) as conn, _refusals():
         _require_rights(conn)
         existing = _existing(conn, prefix)
-        sessions = dict(conn.execute(sql.CLASSROOM_SESSIONS, {"roles": list(existing)}).fetchall())
+        sessions = dict(conn.execute(CLASSROOM_SESSIONS, {"roles": list(existing)}).fetchall())
     states = []
     for name in sorted(existing, key=lambda n: _number(prefix, n)):
         info = existing[name]
@@ -409,12 +525,12 @@ def list_students(dsn: str, prefix: str = DEFAULT_PREFIX) -> list[StudentState]:
 def _read_progress(dsn: str, database: str, state: StudentState) -> None:
     try:
         with db.connect(make_conninfo(dsn, dbname=database), connect_timeout=5) as conn:
-            schemas = [r[0] for r in conn.execute(sql.CLASSROOM_NOTEBOOK_SCHEMAS).fetchall()]
+            schemas = [r[0] for r in conn.execute(CLASSROOM_NOTEBOOK_SCHEMAS).fetchall()]
             state.notebooks = sorted({s[2:4] for s in schemas})
-            tables = [r[0] for r in conn.execute(sql.CLASSROOM_JOB_TABLES).fetchall()]
+            tables = [r[0] for r in conn.execute(CLASSROOM_JOB_TABLES).fetchall()]
             if tables:
                 union = pgsql.SQL(" UNION ALL ").join(
-                    sql.compose(sql.CLASSROOM_JOBS_BY_STATUS, schema) for schema in tables
+                    sql.compose(CLASSROOM_JOBS_BY_STATUS, schema) for schema in tables
                 )
                 for status, count in conn.execute(union).fetchall():
                     state.jobs[str(status)] = state.jobs.get(str(status), 0) + int(count)
@@ -440,20 +556,20 @@ def drop(dsn: str, prefix: str = DEFAULT_PREFIX, *, confirm: Callable[[list[str]
             return []
         databases = [n for n in names if existing[n].database is not None and existing[n].database_ours]
         for name in names:
-            conn.execute(_utility(sql.CLASSROOM_NOLOGIN, role=name))
+            conn.execute(_utility(CLASSROOM_NOLOGIN, role=name))
             if not superuser:  # a member of the role may drop its database and end its sessions
-                conn.execute(_utility(sql.CLASSROOM_JOIN_ROLE, role=name))
-        conn.execute(sql.CLASSROOM_TERMINATE, {"roles": names, "databases": databases})
+                conn.execute(_utility(CLASSROOM_JOIN_ROLE, role=name))
+        conn.execute(CLASSROOM_TERMINATE, {"roles": names, "databases": databases})
         problems: list[str] = []
         dropped: list[str] = []
         with terminal.bar("dropping students", len(names)) as advance:
             for name in names:
                 try:
                     if name in databases:
-                        conn.execute(_utility(sql.CLASSROOM_DROP_DATABASE, database=name))
+                        conn.execute(_utility(CLASSROOM_DROP_DATABASE, database=name))
                     with conn.transaction():
-                        conn.execute(_utility(sql.CLASSROOM_DROP_OWNED, role=name))
-                        conn.execute(_utility(sql.CLASSROOM_DROP_ROLE, role=name))
+                        conn.execute(_utility(CLASSROOM_DROP_OWNED, role=name))
+                        conn.execute(_utility(CLASSROOM_DROP_ROLE, role=name))
                     dropped.append(name)
                 except psycopg.errors.DependentObjectsStillExist as exc:
                     detail = (exc.diag.message_detail or "").replace("\n", "; ")

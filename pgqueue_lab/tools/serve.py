@@ -4,7 +4,8 @@
 
     pgqueue-lab worker --schema nb10_live --threads 2 --name worker-a
 
-It runs a :class:`~pgqueue_lab.worker.Worker` with the demo's handlers (:mod:`pgqueue_lab.handlers`:
+It runs a :class:`~pgqueue_lab.core.worker.Worker` with the demo's handlers
+(:mod:`pgqueue_lab.tools.handlers`:
 ``email``, ``report``, ``resize``, slowed down to watch) or your own (``--handlers module:attr``,
 a mapping of job type to function; the module is looked up in the current folder first).
 
@@ -29,12 +30,12 @@ from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any, TextIO
 
+from ..core import validate
+from ..core.queue import Queue
+from ..core.worker import Handler, Worker
+from ..errors import InvalidInputError
 from . import handlers as demo_handlers
-from . import validate
-from .errors import InvalidInputError
-from .queue import Queue
 from .terminal import require_queue
-from .worker import Handler, Worker
 
 #: The lease of a terminal worker: the time its jobs stay away after it is killed.
 DEFAULT_LEASE = 15.0

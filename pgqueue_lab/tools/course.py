@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from . import __version__
-from .errors import CourseError
+from .._version import __version__
+from ..errors import CourseError
 
 #: Where ``pgqueue-lab course``, ``lab`` and ``check`` put / look for the course by default.
 DEFAULT_DIR = "pgqueue-lab-course"
@@ -48,7 +48,7 @@ def source_dir() -> Path:
 
     :raises CourseError: neither holds a notebook (a broken installation).
     """
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent  # the pgqueue_lab package (this is tools/)
     candidates = [here / "notebooks"]
     if (here.parent / "pyproject.toml").is_file():  # an editable install: the checkout's folder
         candidates.append(here.parent / "notebooks")

@@ -1,6 +1,6 @@
 """The live view of a queue: ``pgqueue-lab watch`` in a terminal, :func:`live` in a notebook.
 
-About twice a second it asks the database (the statements are ``sql.WATCH_*``):
+About twice a second it asks the database (the statements are this module's ``WATCH_*``):
 
 - how many jobs are in each state;
 - per worker, the jobs it completed, and how many per second over the last few seconds;
@@ -11,7 +11,7 @@ About twice a second it asks the database (the statements are ``sql.WATCH_*``):
   ``SKIP LOCKED`` nobody waits;
 - live and dead rows of the jobs table (every claim and completion leaves a dead row until
   vacuum removes it);
-- the queue's health (:mod:`pgqueue_lab.health`): the oldest open snapshot holding back vacuum,
+- the queue's health (:mod:`pgqueue_lab.features.health`): the oldest open snapshot holding back vacuum,
   dead rows, the backlog, and a warning for each figure past its threshold.
 
 In a terminal the frame is drawn with `rich <https://rich.readthedocs.io>`_ until Ctrl-C. In a
@@ -33,9 +33,60 @@ from typing import Any, TextIO
 
 import psycopg
 
-from . import db, health, sql, terminal, validate
-from .errors import DatabaseUnavailableError, QueueError, QueueNotFoundError
-from .queue import Connection, Queue
+from ..core import db, sql, validate
+from ..core.queue import Connection, Queue
+from ..errors import DatabaseUnavailableError, QueueError, QueueNotFoundError
+from ..features import health
+from . import terminal
+
+# -- statements (print one: ``print(watch.WATCH_WORKERS)``) --------------------------------------
+
+#: Per worker (the ``worker_id`` without its thread number: ``worker-a-2`` counts for
+#: ``worker-a``): jobs it completed, how many of them in the last ``window`` seconds (the
+#: rate), and what it holds or failed now.
+WATCH_WORKERS = """\
+SELECT regexp_replace(worker_id, '-[0-9]+$', '') AS worker,
+       count(*) FILTER (WHERE status = 'completed') AS completed,
+       count(*) FILTER (WHERE status = 'completed'
+                          AND finished_at > now() - make_interval(secs => %(window)s)) AS recent,
+       count(*) FILTER (WHERE status = 'running') AS running,
+       count(*) FILTER (WHERE status = 'failed') AS failed
+FROM {schema}.jobs
+WHERE worker_id IS NOT NULL
+GROUP BY 1
+ORDER BY 1"""
+
+#: The pending job that has waited longest since it was enqueued (scheduled ones included).
+WATCH_OLDEST_PENDING = """\
+SELECT id, type, extract(epoch FROM now() - created_at)::float8 AS age, run_at > now() AS scheduled
+FROM {schema}.jobs
+WHERE status = 'pending'
+ORDER BY created_at, id
+LIMIT 1"""
+
+#: Running jobs with their worker thread, how long they have run and how much of their lease
+#: is left (negative: expired, a rescue will take the job back).
+WATCH_RUNNING = """\
+SELECT id, type, worker_id, attempts,
+       extract(epoch FROM now() - started_at)::float8 AS running_for,
+       extract(epoch FROM locked_until - now())::float8 AS lease_left
+FROM {schema}.jobs
+WHERE status = 'running'
+ORDER BY worker_id, id
+LIMIT %(limit)s"""
+
+#: Sessions of this database waiting for a lock (``pg_locks.granted`` false), with the
+#: sessions that block them (``pg_blocking_pids``). Workers that claim with ``SKIP LOCKED``
+#: never wait here for a row lock (a table lock taken by DDL would still stop them); plain
+#: ``FOR UPDATE`` makes them queue up (notebook 03). Another role's query text reads
+#: ``<insufficient privilege>``.
+WATCH_LOCK_WAITS = """\
+SELECT a.pid, a.application_name, l.locktype, l.mode, pg_blocking_pids(a.pid) AS blocked_by,
+       extract(epoch FROM now() - l.waitstart)::float8 AS waiting_for, left(a.query, 60) AS query
+FROM pg_locks AS l
+JOIN pg_stat_activity AS a ON a.pid = l.pid
+WHERE NOT l.granted AND a.datname = current_database()
+ORDER BY a.pid"""
 
 #: Seconds over which the completion rate is counted.
 DEFAULT_WINDOW = 5.0
@@ -135,12 +186,12 @@ def take(conn: Connection, queue: Queue | str, *, window: float = DEFAULT_WINDOW
         return conn.execute(sql.compose(statement, queue.schema), params or {}).fetchall()
 
     workers = [
-        WorkerRow(str(n), *(int(v) for v in rest)) for n, *rest in rows(sql.WATCH_WORKERS, {"window": window})
+        WorkerRow(str(n), *(int(v) for v in rest)) for n, *rest in rows(WATCH_WORKERS, {"window": window})
     ]
-    oldest = rows(sql.WATCH_OLDEST_PENDING)
-    running = [RunningJob(*row) for row in rows(sql.WATCH_RUNNING, {"limit": MAX_RUNNING})]
-    waits = [LockWait(*row) for row in conn.execute(sql.WATCH_LOCK_WAITS).fetchall()]
-    dead = conn.execute(sql.WATCH_DEAD_ROWS, {"schema": queue.schema}).fetchone()
+    oldest = rows(WATCH_OLDEST_PENDING)
+    running = [RunningJob(*row) for row in rows(WATCH_RUNNING, {"limit": MAX_RUNNING})]
+    waits = [LockWait(*row) for row in conn.execute(WATCH_LOCK_WAITS).fetchall()]
+    dead = conn.execute(health.WATCH_DEAD_ROWS, {"schema": queue.schema}).fetchone()
     report = health.check(conn, queue)
     return Snapshot(
         schema=queue.schema,

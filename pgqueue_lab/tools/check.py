@@ -7,7 +7,7 @@ folder) and its output compared with the stored one, after the packaged sanitise
 
 It needs no checkout: pytest is pointed at a packaged ini file (``-c``, so no
 ``pytest.ini``/``pyproject.toml`` around the notebooks applies), the course folder is its
-rootdir, and the plugin :mod:`pgqueue_lab.pytest_plugin` does what this repository's
+rootdir, and the plugin :mod:`pgqueue_lab.tools.pytest_plugin` does what this repository's
 ``conftest.py`` does: the database is ``PGQUEUE_LAB_DSN`` if set, else the embedded server,
 started once in the pytest process with its DSN exported to the kernels.
 """
@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from ..errors import CourseError
 from .course import DEFAULT_DIR
-from .errors import CourseError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: The sanitiser nbval applies to stored and fresh output alike (also used by this repo's tests).
@@ -100,7 +100,7 @@ def pytest_args(
         "--confcutdir",
         str(root),  # a conftest.py in the course folder applies; none above it
         "-p",
-        "pgqueue_lab.pytest_plugin",
+        "pgqueue_lab.tools.pytest_plugin",
         "-p",
         "no:cacheprovider",  # no .pytest_cache in the learner's folder
         "-ra",

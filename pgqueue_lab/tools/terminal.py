@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import db
-from .errors import QueueNotFoundError
-from .queue import Queue
+from ..core import db
+from ..core.queue import Queue
+from ..errors import QueueNotFoundError
 
 Advance = Callable[[int], None]
 

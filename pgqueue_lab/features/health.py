@@ -21,9 +21,50 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import sql, validate
-from .errors import InvalidInputError
-from .queue import Connection, Queue
+from ..core import sql, validate
+from ..core.queue import Connection, Queue
+from ..errors import InvalidInputError
+
+# -- statements (print one: ``print(health.WATCH_DEAD_ROWS)``) -----------------------------------
+
+#: Live and dead rows of the jobs table, as the statistics system last counted them (it lags
+#: by up to a second or so), and seconds since it was last vacuumed (by hand or autovacuum).
+WATCH_DEAD_ROWS = """\
+SELECT n_live_tup, n_dead_tup,
+       extract(epoch FROM now() - greatest(last_vacuum, last_autovacuum))::float8 AS vacuumed_ago
+FROM pg_stat_user_tables
+WHERE schemaname = %(schema)s AND relname = 'jobs'"""
+
+#: The client session of this database whose open transaction holds back vacuum the longest:
+#: the older of its snapshot (``backend_xmin``: REPEATABLE READ, SERIALIZABLE, a running
+#: statement, an open cursor) and its own transaction id (``backend_xid``: it wrote or locked a
+#: row), by ``age()`` (transaction ids assigned since, not time), with how long its transaction
+#: has been open and its state. Row versions deleted by a transaction still running at that
+#: point, or by a later one, cannot be removed by vacuum while it stays open. Only client
+#: backends: an autovacuum worker shows a ``backend_xmin`` that holds back no other vacuum (a
+#: manual VACUUM is a client backend and is still listed; so would be its snapshot). Not
+#: counted here, though they hold back the horizon too: prepared transactions
+#: (``pg_prepared_xacts``), replication slots (``pg_replication_slots.xmin``), standbys with
+#: ``hot_standby_feedback`` (their walsender has no database), and background workers.
+HEALTH_OLDEST_SNAPSHOT = """\
+SELECT pid, application_name, state,
+       greatest(age(backend_xmin), age(backend_xid)) AS xmin_age,
+       extract(epoch FROM now() - xact_start)::float8 AS open_for
+FROM pg_stat_activity
+WHERE datname = current_database()
+  AND backend_type = 'client backend'
+  AND pid <> pg_backend_pid()
+  AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL)
+ORDER BY greatest(age(backend_xmin), age(backend_xid)) DESC, xact_start, pid
+LIMIT 1"""
+
+#: Pending jobs, and how long the due job that has waited longest has been due (seconds since
+#: its ``run_at``; NULL if none is due). A job scheduled for later is not late.
+HEALTH_BACKLOG = """\
+SELECT count(*) AS pending,
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now()))::float8 AS oldest_due
+FROM {schema}.jobs
+WHERE status = 'pending'"""
 
 
 @dataclass(frozen=True)
@@ -129,9 +170,9 @@ def check(conn: Connection, queue: Queue | str, thresholds: Thresholds | None = 
     elif not isinstance(thresholds, Thresholds):
         raise InvalidInputError(f"thresholds must be a Thresholds, got {type(thresholds).__name__}")
     with queue._tx(conn):  # a missing queue becomes QueueNotFoundError
-        backlog = conn.execute(sql.compose(sql.HEALTH_BACKLOG, queue.schema)).fetchone()
-        oldest = conn.execute(sql.HEALTH_OLDEST_SNAPSHOT).fetchone()
-        rows = conn.execute(sql.WATCH_DEAD_ROWS, {"schema": queue.schema}).fetchone()
+        backlog = conn.execute(sql.compose(HEALTH_BACKLOG, queue.schema)).fetchone()
+        oldest = conn.execute(HEALTH_OLDEST_SNAPSHOT).fetchone()
+        rows = conn.execute(WATCH_DEAD_ROWS, {"schema": queue.schema}).fetchone()
     assert backlog is not None
     snapshot = None
     if oldest is not None:

@@ -11,7 +11,7 @@ import math
 import re
 from typing import Any
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]*")
 #: Schema names are kept short so that the notification channel ``<schema>_jobs`` fits
@@ -169,6 +169,15 @@ def positive_int(value: object, name: str) -> int:
     if value < 1:
         raise InvalidInputError(f"{name} must be at least 1, got {value}")
     return value
+
+
+def per_key(value: object) -> int:
+    """Return ``value`` if it is a usable ``per_key`` (see :mod:`pgqueue_lab.features.limits`):
+    an ``int`` from 1 to 2**31 - 1 (it is compared with counts in SQL as an ``integer``).
+
+    :raises InvalidInputError: naming the value.
+    """
+    return integer(positive_int(value, "per_key"), "per_key")
 
 
 def integer(value: object, name: str, *, bits: int = 32) -> int:

@@ -5,9 +5,13 @@ each job, then mark the successes completed in one statement (each failure is re
 happens). When nothing is due it sleeps until a NOTIFY arrives, the next scheduled job is due,
 or ``poll_interval`` passes (the polling fallback, so a lost notification never strands a job).
 
-A housekeeping thread keeps the claims alive: it extends the lease of every job the worker
-holds (heartbeat), takes over the batch of a handler that overran its timeout, and rescues
-jobs whose lease expired because *another* worker crashed, hung or lost its connection.
+A heartbeat thread keeps the claims alive: it extends the lease of every job the worker
+holds. A housekeeping thread takes over the batch of a handler that overran its timeout, and
+rescues jobs whose lease expired because *another* worker crashed, hung or lost its connection.
+
+The features (cancellation, the wake-up self-check, schedules, retention) take part through
+one extension point, :class:`Extension`: this module imports none of them (see
+:mod:`pgqueue_lab.features`).
 
 What the worker promises, and how:
 
@@ -16,7 +20,7 @@ What the worker promises, and how:
   the outcomes are recorded then, while the housekeeper keeps their leases alive. A timeout,
   a stop or a reconnect gives back only jobs that were never started.
 - **A run that lost its job changes nothing.** Every write presents the job's claim token
-  (see :mod:`pgqueue_lab.queue`). Before starting a job, a thread that cannot be sure its lease
+  (see :mod:`pgqueue_lab.core.queue`). Before starting a job, a thread that cannot be sure its lease
   is still valid (it was paused, say) asks the database first and skips jobs it no longer holds.
 - **Nothing is stranded.** A thread that stops on an unexpected error hands its jobs to the
   housekeeper, which records or releases them; :meth:`Worker.run` then raises
@@ -36,17 +40,16 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
-from . import cancel, db, limits, schedule, validate, wakeups
-from .errors import DatabaseUnavailableError, InvalidInputError, PermanentJobError, WorkerError
+from ..errors import DatabaseUnavailableError, InvalidInputError, PermanentJobError, WorkerError
+from . import db, validate
 from .holdings import CONNECTION_ERRORS, Batch, Holdings, WorkerStats, describe, refused
 from .queue import Connection, Job, Queue
-from .retention import Retention, Schedule
 
-__all__ = ["Handler", "Worker", "WorkerStats"]
+__all__ = ["EXTENSIONS", "Extension", "Handler", "Plugin", "Worker", "WorkerStats"]
 
 Handler = Callable[[Job], Any]
 _Step = Callable[[Connection], None]
@@ -62,15 +65,85 @@ _TCP_OPTIONS: dict[str, Any] = {
 }
 
 
+class Extension:
+    """The worker's extension point: a feature that takes part in a :class:`Worker`'s threads.
+
+    A feature subclasses it and overrides the hooks it needs; each does nothing by default.
+    Every worker builds the extensions :data:`EXTENSIONS` lists (cancellation, the wake-up
+    self-check, the scheduler: :mod:`pgqueue_lab.features` fills it), and
+    ``Worker(retention=...)`` adds one more. A hook that raises is treated like the worker's own
+    step on that thread: in :meth:`beat` or :meth:`housekeeping` it is logged and runs again next
+    round; a database error in a listener hook makes the listener reconnect (polling goes on).
+    """
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def threads(self) -> list[threading.Thread]:
+        """Helper threads of its own, started after the worker's; they end when
+        :attr:`stopping` is set."""
+        return []
+
+    def subscribe(self, conn: Connection) -> None:
+        """On the listener's connection, before its ``LISTEN`` on the jobs channel."""
+
+    def subscribed(self, conn: Connection) -> None:
+        """On the listener's connection, right after that ``LISTEN`` (at every reconnect)."""
+
+    def notified(self, notes: Sequence[psycopg.Notify]) -> None:
+        """The notifications the listener just received, of every channel it listens to."""
+
+    def beat(self, conn: Connection) -> None:
+        """On the heartbeat's connection, right after it renewed the leases."""
+
+    def housekeeping(self, conn: Connection) -> None:
+        """One more step of the housekeeper, after its own (take-over, orphans, rescue)."""
+
+    # what an extension may use of its worker
+    @property
+    def holdings(self) -> Holdings:
+        """What the worker holds (its threads' batches and the orphans)."""
+        return self.worker._holdings
+
+    @property
+    def lock(self) -> threading.Lock:
+        """The worker's lock over its batches and its stats."""
+        return self.worker._lock
+
+    @property
+    def stopping(self) -> threading.Event:
+        """The event set when the worker stops."""
+        return self.worker._stop
+
+    def connect(self) -> Connection:
+        """A new connection, made as the worker makes its own (see :meth:`Worker._connect`)."""
+        return self.worker._connect()
+
+
+#: What every :class:`Worker` builds when it is made, in this order: a function of the worker
+#: that returns its :class:`Extension`, or ``None`` when the worker's settings do not ask for
+#: it. :mod:`pgqueue_lab.features` fills it when the package is imported.
+EXTENSIONS: list[Callable[[Worker], Extension | None]] = []
+
+
+class Plugin(Protocol):
+    """What ``Worker(retention=...)`` takes (a :class:`~pgqueue_lab.features.retention.Retention`):
+    a setting that makes the worker's :class:`Extension`."""
+
+    def extension(self, worker: Worker) -> Extension:
+        """The extension this setting adds to ``worker``."""
+        ...
+
+
 class Worker:
-    """Run jobs from a :class:`~pgqueue_lab.queue.Queue` in ``threads`` threads.
+    """Run jobs from a :class:`~pgqueue_lab.core.queue.Queue` in ``threads`` threads.
 
     :param queue: the queue to serve.
     :param handlers: job type -> function taking a :class:`Job`. A handler that raises fails the
         job (the exception text is recorded; it is retried while it has attempts left, unless the
         exception is a :class:`~pgqueue_lab.errors.PermanentJobError`); a job whose type has no
         handler fails too. ``sys.exit()`` in a handler fails its job, not the worker.
-    :param dsn: where to connect (default :func:`pgqueue_lab.db.get_dsn`).
+    :param dsn: where to connect (default :func:`pgqueue_lab.core.db.get_dsn`).
     :param threads: worker threads, each with its own connection.
     :param batch_size: jobs claimed per statement.
     :param poll_interval: seconds an idle thread waits for a NOTIFY before claiming anyway.
@@ -87,17 +160,18 @@ class Worker:
     :param retry_delay: base of the exponential backoff between attempts, in seconds.
     :param max_delay: the longest backoff, in seconds.
     :param listen: wake idle threads with ``LISTEN``/``NOTIFY`` (checked at start: see
-        :func:`pgqueue_lab.wakeups.self_check`). ``False``: poll only, every ``poll_interval``
+        :func:`pgqueue_lab.features.wakeups.self_check`). ``False``: poll only, every ``poll_interval``
         seconds (for a pooler in transaction mode, which does not support ``LISTEN``).
     :param retention: move or delete finished jobs on a schedule (see
-        :class:`~pgqueue_lab.retention.Retention`): the housekeeper runs it every
-        ``retention.every`` seconds. Default: finished jobs stay in ``jobs``.
+        :class:`~pgqueue_lab.features.retention.Retention`): the housekeeper runs it every
+        ``retention.every`` seconds; ``worker.retention`` is then its extension, which counts
+        what it moved. Default: finished jobs stay in ``jobs``.
     :param per_key: at most this many running jobs per ``concurrency_key``, and ``fair``:
-        round-robin across keys (see :mod:`pgqueue_lab.limits`; every worker of the queue should
-        use the same settings). A job cancelled while it runs gets ``job.cancel_requested``
-        (see :mod:`pgqueue_lab.cancel`).
+        round-robin across keys (see :mod:`pgqueue_lab.features.limits`; every worker of the
+        queue should use the same settings). A job cancelled while it runs gets
+        ``job.cancel_requested`` (see :mod:`pgqueue_lab.features.cancel`).
     :param schedules: also run a scheduler thread for the queue's periodic jobs (any number of
-        workers may; see :mod:`pgqueue_lab.schedule`). A schedule whose tick fails is logged,
+        workers may; see :mod:`pgqueue_lab.features.schedule`). A schedule whose tick fails is logged,
         counted in ``stats.schedule_errors`` and listed once in ``stats.errors`` (so
         :meth:`run` then raises :class:`~pgqueue_lab.errors.WorkerError` at its end); the
         other schedules go on.
@@ -119,7 +193,7 @@ class Worker:
         timeouts: Mapping[str, float] | None = None,
         retry_delay: float = 1.0,
         max_delay: float = 300.0,
-        retention: Retention | None = None,
+        retention: Plugin | None = None,
         listen: bool = True,
         per_key: int | None = None,
         fair: bool = False,
@@ -149,10 +223,9 @@ class Worker:
         }
         self.retry_delay = validate.seconds(retry_delay, "retry_delay")
         self.max_delay = validate.seconds(max_delay, "max_delay")
-        self.per_key = None if per_key is None else limits.check_per_key(per_key)
+        self.per_key = None if per_key is None else validate.per_key(per_key)
         self.fair, self.schedules = bool(fair), bool(schedules)
         self.dsn = dsn or db.get_dsn()
-        self.retention = None if retention is None else Schedule(queue, retention)
         self.listen = bool(listen)
         #: Whether the listener's start-up self-check got its own NOTIFY back (None: not run).
         self.wakeups_ok: bool | None = None
@@ -175,6 +248,14 @@ class Worker:
         self._running = 0
         self._workers: list[threading.Thread] = []
         self._helpers: list[threading.Thread] = []
+        if retention is not None and not callable(getattr(retention, "extension", None)):
+            raise InvalidInputError(f"retention must be a Retention, got {type(retention).__name__}")
+        #: The extension of ``retention`` (``None`` without one): what it moved and forgot.
+        self.retention = None if retention is None else retention.extension(self)
+        built = (make(self) for make in EXTENSIONS)
+        self.extensions: list[Extension] = [e for e in built if e is not None]
+        if self.retention is not None:
+            self.extensions.append(self.retention)
 
     def __repr__(self) -> str:
         return f"Worker({self.queue!r}, name={self.name!r}, threads={self.threads})"
@@ -233,11 +314,8 @@ class Worker:
             self._helpers.append(
                 threading.Thread(target=self._listener, name=f"{self.name}-listener", daemon=True)
             )
-        if self.schedules:
-            self._helpers.append(threading.Thread(
-                target=schedule.run, args=(self.queue, self._connect, self._stop),
-                kwargs={"on_error": self._schedule_failed},
-                name=f"{self.name}-scheduler", daemon=True))  # fmt: skip
+        for extension in self.extensions:
+            self._helpers += extension.threads()
         try:
             for thread in self._workers + self._helpers:
                 thread.start()
@@ -256,15 +334,6 @@ class Worker:
             if self._running == 0:
                 self._workers_done.set()
         self.stop()
-
-    def _schedule_failed(self, name: str, exc: Exception) -> None:
-        """The scheduler thread's report of a schedule whose tick failed: counted, and listed in
-        ``stats.errors`` once per schedule and kind of error (it fails again every tick)."""
-        message = f"schedule {name[:100]!r} failed: {type(exc).__name__} (see the log)"
-        with self._lock:
-            self.stats.schedule_errors += 1
-            if message not in self.stats.errors:
-                self.stats.errors.append(message)
 
     def stop(self, timeout: float | None = None) -> None:
         """Ask every thread to stop after its current job and wait up to ``timeout`` seconds.
@@ -469,7 +538,10 @@ class Worker:
     def _housekeeper(self) -> None:
         """Take over overrunning or stalled batches, record what it took over, rescue other
         workers' jobs. Each step runs even if another failed."""
-        self._helper_loop("housekeeper", (self._take_over, self._record_orphans, self._rescue, self._retain),
+        steps = [
+            e.housekeeping for e in self.extensions if type(e).housekeeping is not Extension.housekeeping
+        ]
+        self._helper_loop("housekeeper", (self._take_over, self._record_orphans, self._rescue, *steps),
                           final=(self._record_orphans,))  # fmt: skip
         left = self._holdings.orphans.held()
         if left:
@@ -534,10 +606,6 @@ class Worker:
                 self.stats.rescued += len(rescued)
             self._notify_all()
 
-    def _retain(self, conn: Connection) -> None:
-        if self.retention is not None:
-            self.retention.step(conn)
-
     def _record_orphans(self, conn: Connection) -> None:
         self._holdings.record_orphans(conn, f"{self.name}-housekeeper")
 
@@ -546,21 +614,23 @@ class Worker:
 
     def _beat(self, conn: Connection) -> None:
         self._holdings.beat(conn)
-        cancel.poll(self.queue, conn, self._holdings)  # a cancel whose NOTIFY was lost
+        for extension in self.extensions:
+            extension.beat(conn)
 
     def _listener(self) -> None:
         """Wake idle threads when a NOTIFY arrives; reconnect quietly if the connection drops."""
         while not self._stop.is_set():
             try:
                 with self._connect() as conn:
-                    cancel.listen(self.queue, conn)  # first: the jobs channel's LISTEN is the last query
+                    for extension in self.extensions:
+                        extension.subscribe(conn)  # first: the jobs channel's LISTEN is the last query
                     self.queue.listen(conn)
-                    if self.wakeups_ok is None:  # the first time: do notifications arrive at all?
-                        every = self.poll_interval
-                        self.wakeups_ok = wakeups.self_check(conn, self.queue, poll_interval=every)
+                    for extension in self.extensions:
+                        extension.subscribed(conn)
                     while not self._stop.is_set():
                         notes = list(conn.notifies(timeout=0.5, stop_after=1))
-                        cancel.tell(self._holdings, cancel.requested(self.queue, notes))
+                        for extension in self.extensions:
+                            extension.notified(notes)
                         payloads = [n.payload for n in notes if n.channel == self.queue.channel]
                         if payloads and (self.queues is None or set(payloads) & set(self.queues)):
                             self._notify_all()
