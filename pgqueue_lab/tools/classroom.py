@@ -21,19 +21,27 @@ writes a roster (CSV ``student,dsn``, mode 0600) and prints it with the password
 Running it again keeps existing students and their passwords (read back from the roster) unless
 ``--reset-passwords``; it adds missing students and applies changed limits.
 
-``list`` shows each student: sessions now, which notebooks' schemas exist in their database
-(a notebook creates its schema when it starts and drops it at its end), and their jobs by
-status. ``drop`` ends the students' sessions and removes their databases and roles.
+``list`` shows each student: sessions now, the notebook they are in (the one whose queue had the
+latest job), which notebooks' schemas exist in their database (a notebook creates its schema
+when it starts and drops it at its end), their jobs by status, and the age of their oldest
+snapshot, marking the student who holds the class's oldest. ``watch`` redraws that table live
+(with rich) until Ctrl-C. ``drop`` ends the students' sessions and removes their databases and
+roles.
+
+Everything read from a view of the whole server (``pg_stat_activity``) is limited to the
+class's roles, so other classes and other users of the server neither show nor count.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import re
 import secrets
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -122,11 +130,20 @@ CLASSROOM_MARK_DATABASE = "COMMENT ON DATABASE {database} IS {mark}"
 #: PUBLIC: take that away, so only its owner (and superusers) get in.
 CLASSROOM_REVOKE_PUBLIC = "REVOKE CONNECT, TEMPORARY ON DATABASE {database} FROM PUBLIC"
 
-#: Sessions of the students right now, per role.
+#: Sessions of the students right now, per role (``pg_stat_activity`` is the whole server's:
+#: only the class's roles are counted), and the student's session that holds back vacuum the
+#: longest: the age of its snapshot or transaction id (transactions assigned since) and how
+#: long its transaction has been open. A teacher who is a superuser or a member of the student
+#: roles (``create`` makes them one) sees these columns; a student sees them only for their own
+#: sessions. Each student's snapshot holds back the vacuum of their own database (and of the
+#: shared catalogs), not the other students' jobs tables.
 CLASSROOM_SESSIONS = """\
-SELECT usename, count(*)::int
+SELECT usename, count(*)::int,
+       max(greatest(age(backend_xmin), age(backend_xid)))::int AS xmin_age,
+       extract(epoch FROM now() - min(xact_start)
+               FILTER (WHERE backend_xmin IS NOT NULL OR backend_xid IS NOT NULL))::float8 AS open_for
 FROM pg_stat_activity
-WHERE usename = ANY(%(roles)s)
+WHERE usename = ANY(%(roles)s) AND backend_type = 'client backend'
 GROUP BY usename"""
 
 #: No new logins while a class is dropped.
@@ -151,18 +168,23 @@ CLASSROOM_DROP_ROLE = "DROP ROLE IF EXISTS {role}"
 CLASSROOM_NOTEBOOK_SCHEMAS = """\
 SELECT nspname FROM pg_namespace WHERE nspname ~ '^nb[0-9]{2}_' ORDER BY nspname"""
 
-#: In a student's database: every schema holding a queue's ``jobs`` table.
+#: In a student's database: every schema holding a queue's ``jobs`` table (one with the
+#: ``status`` and ``created_at`` columns the course's queues have).
 CLASSROOM_JOB_TABLES = """\
 SELECT n.nspname
 FROM pg_class AS c
 JOIN pg_namespace AS n ON n.oid = c.relnamespace
 JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attname = 'status' AND NOT a.attisdropped
+JOIN pg_attribute AS t ON t.attrelid = c.oid AND t.attname = 'created_at' AND NOT t.attisdropped
 WHERE c.relname = 'jobs' AND c.relkind IN ('r', 'p')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 ORDER BY n.nspname"""
 
-#: Jobs per status in one queue (combined with ``UNION ALL`` over a student's queues).
-CLASSROOM_JOBS_BY_STATUS = "SELECT status, count(*)::int FROM {schema}.jobs GROUP BY status"
+#: Jobs per status in one queue, and when its last job of that status was enqueued (combined
+#: with ``UNION ALL`` over a student's queues: the notebook whose queue was enqueued to last is
+#: the one the student is in).
+CLASSROOM_JOBS_BY_STATUS = """\
+SELECT {name}::text, status, count(*)::int, max(created_at) FROM {schema}.jobs GROUP BY status"""
 
 Connection = psycopg.Connection[Any]
 
@@ -180,7 +202,12 @@ MAX_STUDENTS = 999
 MARKER = "pgqueue-lab classroom, prefix "
 ROSTER_HEADER = ("student", "dsn")
 _PREFIX_RE = re.compile(r"[a-z][a-z0-9_]*")
+_NOTEBOOK_SCHEMA = re.compile(r"nb[0-9]{2}_")
 MAX_PREFIX_LENGTH = 40
+#: ``classroom watch``: seconds between frames. Each frame connects to every student's
+#: database in turn (one connection at a time), so it does not refresh faster than that takes.
+DEFAULT_WATCH_INTERVAL = 2.0
+MIN_WATCH_INTERVAL = 0.5
 
 
 def mark(prefix: str) -> str:
@@ -219,6 +246,16 @@ class StudentState:
     has_database: bool
     notebooks: list[str] | None = None  # None: the database could not be read
     jobs: dict[str, int] = field(default_factory=dict)
+    #: The notebook whose queue had the latest job (``"09"``); else the last one open; or None.
+    current: str | None = None
+    #: The age in transaction ids of the student's oldest snapshot (or transaction id), and for
+    #: how many seconds its transaction has been open; None when no session holds one.
+    snapshot_xids: int | None = None
+    snapshot_seconds: float | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.sessions > 0
 
 
 # -- input -------------------------------------------------------------------------------------
@@ -506,20 +543,44 @@ def _make_student(
 
 
 def list_students(dsn: str, prefix: str = DEFAULT_PREFIX) -> list[StudentState]:
-    """Each student of ``prefix``: sessions now, notebooks under way, jobs by status."""
+    """Each student of ``prefix``: sessions now, the notebook they are in and those under way,
+    jobs by status, and their oldest snapshot.
+
+    It holds one connection at a time: the server's, then each student's database in turn
+    (5 s to connect to each; a database that cannot be read shows as ``(unreadable)``).
+
+    :raises ClassroomError: the role may not create roles and databases.
+    """
     prefix = check_prefix(prefix)
     with db.connect(dsn) as conn, _refusals():
         _require_rights(conn)
         existing = _existing(conn, prefix)
-        sessions = dict(conn.execute(CLASSROOM_SESSIONS, {"roles": list(existing)}).fetchall())
+        sessions = {
+            name: (int(count), xmin_age, open_for)
+            for name, count, xmin_age, open_for in conn.execute(
+                CLASSROOM_SESSIONS, {"roles": list(existing)}
+            ).fetchall()
+        }
     states = []
     for name in sorted(existing, key=lambda n: _number(prefix, n)):
         info = existing[name]
-        state = StudentState(name, int(sessions.get(name, 0)), info.database is not None)
+        count, xmin_age, open_for = sessions.get(name, (0, None, None))
+        state = StudentState(name, count, info.database is not None)
+        state.snapshot_xids = None if xmin_age is None else int(xmin_age)
+        state.snapshot_seconds = None if open_for is None else float(open_for)
         if info.database is not None:
             _read_progress(dsn, info.database, state)
         states.append(state)
     return states
+
+
+def oldest_snapshot(states: Sequence[StudentState]) -> StudentState | None:
+    """The student whose session holds the class's oldest snapshot (by age in transactions,
+    then by time open), or None if no student holds one."""
+    holding = [s for s in states if s.snapshot_xids is not None]
+    if not holding:
+        return None
+    return max(holding, key=lambda s: (s.snapshot_xids or 0, s.snapshot_seconds or 0.0))
 
 
 def _read_progress(dsn: str, database: str, state: StudentState) -> None:
@@ -528,12 +589,19 @@ def _read_progress(dsn: str, database: str, state: StudentState) -> None:
             schemas = [r[0] for r in conn.execute(CLASSROOM_NOTEBOOK_SCHEMAS).fetchall()]
             state.notebooks = sorted({s[2:4] for s in schemas})
             tables = [r[0] for r in conn.execute(CLASSROOM_JOB_TABLES).fetchall()]
+            latest: dict[str, Any] = {}
             if tables:
                 union = pgsql.SQL(" UNION ALL ").join(
-                    sql.compose(CLASSROOM_JOBS_BY_STATUS, schema) for schema in tables
+                    _utility(CLASSROOM_JOBS_BY_STATUS, {"name": schema}, schema=schema) for schema in tables
                 )
-                for status, count in conn.execute(union).fetchall():
+                for schema, status, count, created in conn.execute(union).fetchall():
                     state.jobs[str(status)] = state.jobs.get(str(status), 0) + int(count)
+                    if _NOTEBOOK_SCHEMA.match(schema) and (schema not in latest or created > latest[schema]):
+                        latest[schema] = created
+            if latest:
+                state.current = max(latest, key=lambda schema: (latest[schema], schema))[2:4]
+            elif state.notebooks:
+                state.current = state.notebooks[-1]
     except (psycopg.Error, QueueError):
         state.notebooks = None
 
@@ -592,7 +660,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"A class on one PostgreSQL server ({db.DSN_ENV}): per student a role and a database of their "
         "own. Needs a role that may create roles and databases."
     )
-    actions = parser.add_subparsers(dest="action", required=True, metavar="{create,list,drop}")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="{create,list,watch,drop}")
     create_parser = actions.add_parser(
         "create", help="make the students (again: keeps them), write the roster"
     )
@@ -626,8 +694,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     create_parser.add_argument(
         "--host", help=f"host to write in the roster's DSNs (default: the host of {db.DSN_ENV})"
     )
-    list_parser = actions.add_parser("list", help="each student: connected now, notebooks under way, jobs")
+    list_parser = actions.add_parser(
+        "list", help="each student: connected now, the notebook they are in, jobs, oldest snapshot"
+    )
     list_parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="which class (default %(default)s)")
+    watch_parser = actions.add_parser("watch", help="the list, redrawn live until Ctrl-C (needs rich)")
+    watch_parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="which class (default %(default)s)")
+    watch_parser.add_argument(
+        "--interval",
+        type=float,
+        default=DEFAULT_WATCH_INTERVAL,
+        metavar="SECONDS",
+        help=f"between frames (default %(default)g; at least {MIN_WATCH_INTERVAL:g})",
+    )
+    watch_parser.add_argument("--once", action="store_true", help="draw one frame and exit")
     drop_parser = actions.add_parser(
         "drop", help="end the students' sessions, drop their databases and roles"
     )
@@ -663,7 +743,39 @@ def main(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
     if args.action == "list":
         _print_list(list_students(dsn, args.prefix), args.prefix, out)
         return 0
+    if args.action == "watch":
+        return _watch_main(dsn, args, out)
     return _drop_main(dsn, args, out)
+
+
+def _watch_main(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+    """``classroom watch``: the list redrawn in place every ``--interval`` seconds until Ctrl-C."""
+    prefix = check_prefix(args.prefix)
+    interval = args.interval
+    if not (isinstance(interval, float) and math.isfinite(interval) and interval >= MIN_WATCH_INTERVAL):
+        raise InvalidInputError(
+            f"--interval must be at least {MIN_WATCH_INTERVAL:g} seconds, got {interval:g}"
+        )
+    try:
+        from rich.console import Console
+        from rich.live import Live
+    except ImportError:
+        raise ClassroomError(
+            "pgqueue-lab classroom watch draws with rich: pip install 'pgqueue-lab[classroom]'"
+        ) from None
+    console = Console(file=out, width=None if out.isatty() else 120)
+    frame = renderable(list_students(dsn, prefix), prefix, interval=interval)
+    if args.once:
+        console.print(frame)
+        return 0
+    try:
+        with Live(frame, console=console, auto_refresh=False) as view:
+            while True:
+                time.sleep(interval)
+                view.update(renderable(list_students(dsn, prefix), prefix, interval=interval), refresh=True)
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def _print_roster(students: Sequence[Student], roster: Path, out: TextIO) -> None:
@@ -681,13 +793,16 @@ def _print_roster(students: Sequence[Student], roster: Path, out: TextIO) -> Non
     )
 
 
-def _print_list(states: Sequence[StudentState], prefix: str, out: TextIO) -> None:
-    if not states:
-        print(f"no students with prefix {prefix!r} on this server", file=out)
-        return
-    width = max(len("student"), *(len(s.name) for s in states))
-    statuses = sql.STATUSES
-    print(f"{'student':<{width}}  {'sessions':>8}  {'notebooks':<16}  " + "  ".join(statuses), file=out)
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value < 120 else f"{value / 60:.0f} min"
+
+
+def table(states: Sequence[StudentState]) -> tuple[list[str], list[list[str]]]:
+    """The class as a table: a header and one row of text per student (``list`` prints it,
+    ``watch`` draws it). The student holding the class's oldest snapshot is marked ``<- oldest``."""
+    oldest = oldest_snapshot(states)
+    header = ["student", "sessions", "now", "notebooks", *sql.STATUSES, "oldest snapshot"]
+    rows = []
     for s in states:
         if not s.has_database:
             notebooks = "(no database)"
@@ -695,14 +810,71 @@ def _print_list(states: Sequence[StudentState], prefix: str, out: TextIO) -> Non
             notebooks = "(unreadable)"
         else:
             notebooks = " ".join(s.notebooks) or "-"
-        jobs = "  ".join(f"{s.jobs.get(status, 0):>{len(status)}}" for status in statuses)
-        print(f"{s.name:<{width}}  {s.sessions:>8}  {notebooks:<16}  {jobs}", file=out)
-    connected = sum(s.sessions > 0 for s in states)
+        snapshot = "-"
+        if s.snapshot_xids is not None:
+            snapshot = f"age {s.snapshot_xids}"
+            if s.snapshot_seconds is not None:
+                snapshot += f", open {_seconds(s.snapshot_seconds)}"
+            if s is oldest:
+                snapshot += " <- oldest"
+        jobs = [str(s.jobs.get(status, 0)) for status in sql.STATUSES]
+        rows.append([s.name, str(s.sessions), s.current or "-", notebooks, *jobs, snapshot])
+    return header, rows
+
+
+def summary(states: Sequence[StudentState]) -> str:
+    """One line under the table: how many are connected, who holds the oldest snapshot."""
+    connected = sum(s.connected for s in states)
+    oldest = oldest_snapshot(states)
+    held = "no student holds a snapshot"
+    if oldest is not None:
+        age = oldest.snapshot_xids
+        held = f"the oldest snapshot is {oldest.name}'s ({age} transaction{'' if age == 1 else 's'} old)"
+    return f"{len(states)} students, {connected} connected now; {held}."
+
+
+def _print_list(states: Sequence[StudentState], prefix: str, out: TextIO) -> None:
+    if not states:
+        print(f"no students with prefix {prefix!r} on this server", file=out)
+        return
+    header, rows = table(states)
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    left = {0, 2, 3, len(header) - 1}
+    for row in [header, *rows]:
+        cells = [
+            cell.ljust(w) if i in left else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        print("  ".join(cells).rstrip(), file=out)
     print(
-        f"{len(states)} students, {connected} connected now. Notebooks: the course's schemas in their "
-        "database (each notebook drops its own at its end).",
+        summary(states) + " now: the notebook whose queue had the latest job; notebooks: the course's "
+        "schemas in their database (each notebook drops its own at its end).",
         file=out,
     )
+
+
+def renderable(states: Sequence[StudentState], prefix: str, *, interval: float) -> Any:
+    """The class as a ``rich`` renderable (rich must be installed): ``classroom watch``'s frame."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    title = Text.assemble(
+        ("pgqueue-lab classroom watch", "bold"), f" · prefix {prefix} · every {interval:g} s · Ctrl-C stops"
+    )
+    header, rows = table(states)
+    view = Table(box=box.SIMPLE_HEAD, padding=(0, 1))
+    for name in header:
+        right = name == "sessions" or name in sql.STATUSES
+        view.add_column(name, justify="right" if right else "left", no_wrap=True)
+    oldest = oldest_snapshot(states)
+    for s, row in zip(states, rows, strict=True):
+        style = "dim" if not s.connected else ("bold red" if s is oldest else "")
+        view.add_row(*row, style=style)
+    if not states:
+        return Group(title, Text(f"no students with prefix {prefix!r} on this server"))
+    return Group(title, view, Text(summary(states)))
 
 
 def _drop_main(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
