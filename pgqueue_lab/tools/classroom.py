@@ -463,7 +463,9 @@ def create(
                 "choose another --prefix"
             )
         names = sorted(set(wanted) | set(existing), key=lambda n: _number(prefix, n))
-        known = {} if reset_passwords else read_roster(roster)
+        known = read_roster(roster)  # also refuses to overwrite a file that is not a roster
+        if reset_passwords:
+            known = {}
         lost = [name for name in names if name in existing and name not in known]
         if lost and not reset_passwords:
             shown = ", ".join(lost[:5]) + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
