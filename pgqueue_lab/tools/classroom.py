@@ -765,7 +765,7 @@ def _watch_main(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
         raise ClassroomError(
             "pgqueue-lab classroom watch draws with rich: pip install 'pgqueue-lab[classroom]'"
         ) from None
-    console = Console(file=out, width=None if out.isatty() else 120)
+    console = Console(file=out, width=None if out.isatty() else 200)  # a pipe, a log: no truncation
     frame = renderable(list_students(dsn, prefix), prefix, interval=interval)
     if args.once:
         console.print(frame)
@@ -830,8 +830,10 @@ def summary(states: Sequence[StudentState]) -> str:
     oldest = oldest_snapshot(states)
     held = "no student holds a snapshot"
     if oldest is not None:
-        age = oldest.snapshot_xids
-        held = f"the oldest snapshot is {oldest.name}'s ({age} transaction{'' if age == 1 else 's'} old)"
+        held = f"{oldest.name} holds the class's oldest snapshot ({oldest.snapshot_xids} transactions since"
+        if oldest.snapshot_seconds is not None:
+            held += f", open {_seconds(oldest.snapshot_seconds)}"
+        held += ")"
     return f"{len(states)} students, {connected} connected now; {held}."
 
 
