@@ -168,15 +168,19 @@ CLASSROOM_DROP_ROLE = "DROP ROLE IF EXISTS {role}"
 CLASSROOM_NOTEBOOK_SCHEMAS = """\
 SELECT nspname FROM pg_namespace WHERE nspname ~ '^nb[0-9]{2}_' ORDER BY nspname"""
 
-#: In a student's database: every schema holding a queue's ``jobs`` table (one with the
-#: ``status`` and ``created_at`` columns the course's queues have).
+#: In a student's database: every schema holding a queue's ``jobs`` table: a plain table with
+#: the ``status text`` and ``created_at timestamptz`` columns the course's queues have. The
+#: types are checked because the student owns everything here: a column of a type of their own
+#: would make the teacher's ``max(created_at)`` call an aggregate of theirs.
 CLASSROOM_JOB_TABLES = """\
 SELECT n.nspname
 FROM pg_class AS c
 JOIN pg_namespace AS n ON n.oid = c.relnamespace
 JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attname = 'status' AND NOT a.attisdropped
+                       AND a.atttypid = 'pg_catalog.text'::pg_catalog.regtype
 JOIN pg_attribute AS t ON t.attrelid = c.oid AND t.attname = 'created_at' AND NOT t.attisdropped
-WHERE c.relname = 'jobs' AND c.relkind IN ('r', 'p')
+                       AND t.atttypid = 'pg_catalog.timestamptz'::pg_catalog.regtype
+WHERE c.relname = 'jobs' AND c.relkind = 'r'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 ORDER BY n.nspname"""
 
@@ -184,7 +188,25 @@ ORDER BY n.nspname"""
 #: with ``UNION ALL`` over a student's queues: the notebook whose queue was enqueued to last is
 #: the one the student is in).
 CLASSROOM_JOBS_BY_STATUS = """\
-SELECT {name}::text, status, count(*)::int, max(created_at) FROM {schema}.jobs GROUP BY status"""
+SELECT {name}::text, status, pg_catalog.count(*)::int, pg_catalog.max(created_at)
+FROM ONLY {schema}.jobs GROUP BY status"""
+
+#: Before counting: no one may change the tables' columns (``ALTER TABLE`` waits for this lock)
+#: between the check of their types above and the count.
+CLASSROOM_LOCK_JOBS = "LOCK TABLE ONLY {schema}.jobs IN ACCESS SHARE MODE"
+
+#: The teacher's session in a student's database. The student owns everything in it and may
+#: have made functions, operators and types that would run with the teacher's rights if the
+#: teacher's queries called them (an aggregate ``public.max(a_type_of_theirs)`` that makes its
+#: owner a superuser when a superuser calls it). So this session resolves names in
+#: ``pg_catalog`` only (set at connection: it outranks the student's ``ALTER DATABASE ... SET``),
+#: applies no row-level security policy (a query that would is refused instead), may write
+#: nothing (a read-only transaction cannot be made read-write from inside a query), and waits at
+#: most 2 s for a lock and 10 s for a statement.
+STUDENT_SESSION_OPTIONS = (
+    "-c search_path=pg_catalog -c row_security=off -c default_transaction_read_only=on "
+    "-c lock_timeout=2s -c statement_timeout=10s"
+)
 
 Connection = psycopg.Connection[Any]
 
@@ -193,6 +215,9 @@ DEFAULT_PREFIX = "student"
 #: heartbeat, housekeeper and listener, the notebook's own); notebook 10 about 14 (two worker
 #: processes of five sessions each, a producer, the live view, the notebook).
 DEFAULT_CONNECTION_LIMIT = 16
+#: The most connections one notebook holds at once: notebook 17 (12 producers, the watcher,
+#: the listener, the notebook's own session). ``create`` warns below it.
+NOTEBOOK_CONNECTIONS = 15
 #: Seconds after which an idle open transaction is ended (the session with it).
 DEFAULT_IDLE_TIMEOUT = 300
 #: Connections kept free for the teacher (psql, ``classroom list``, a ``watch``) beyond the class.
@@ -230,7 +255,8 @@ class Student:
 
     name: str
     dsn: str = field(repr=False)  # never shown by accident: it holds the password
-    state: str = "kept"  # "created", "kept", "new password" or "database created"
+    #: "created", "kept", "new password", "limits changed" or "database created"
+    state: str = "kept"
 
     @property
     def masked_dsn(self) -> str:
@@ -401,7 +427,14 @@ def _check_connections(conn: Connection, prefix: str, students: int, limit: int,
     other_text = f" + {others} for other classes on this server" if others else ""
     if need > max_connections:
         room = (max_connections - reserved - TEACHER_CONNECTIONS - others) // students
-        lower = f", or give each student fewer: --connection-limit {room}" if room >= 1 else ""
+        lower = ""
+        if NOTEBOOK_CONNECTIONS <= room < limit:
+            lower = f", or give each student fewer: --connection-limit {room}"
+        elif room < NOTEBOOK_CONNECTIONS:
+            lower = (
+                f" (a lower --connection-limit would not do: the course's notebooks need up to "
+                f"{NOTEBOOK_CONNECTIONS} each)"
+            )
         raise ClassroomError(
             f"{students} students x {limit} connections = {class_total}{other_text}, plus {reserved} "
             f"reserved and {TEACHER_CONNECTIONS} for you: the server needs max_connections >= {need}, "
@@ -413,6 +446,13 @@ def _check_connections(conn: Connection, prefix: str, students: int, limit: int,
         f"{max_connections} ({reserved} reserved, {TEACHER_CONNECTIONS} kept for you)",
         file=err,
     )
+    if limit < NOTEBOOK_CONNECTIONS:
+        print(
+            f"note: --connection-limit {limit} is below what the course's notebooks need: notebook 17 "
+            f"holds {NOTEBOOK_CONNECTIONS} connections, 10 about 14, 09 about 12; those fail with "
+            "'too many connections for role'",
+            file=err,
+        )
 
 
 def _utility(statement: str, literals: dict[str, object] | None = None, **names: str) -> pgsql.Composed:
@@ -529,8 +569,10 @@ def _make_student(
             conn.execute(_utility(CLASSROOM_SET_PASSWORD, {"password": verifier}, role=name))
         if existing.limit != limit:
             conn.execute(_utility(CLASSROOM_ROLE_LIMIT, {"limit": limit}, role=name))
+            state = "limits changed" if state == "kept" else state
         if timeout_setting not in existing.config:
             conn.execute(_utility(CLASSROOM_ROLE_TIMEOUT, {"timeout": timeout}, role=name))
+            state = "limits changed" if state == "kept" else state
     if existing is None or existing.database is None:
         conn.execute(_utility(CLASSROOM_CREATE_DATABASE, database=name, role=name))
         with conn.transaction():
@@ -586,11 +628,18 @@ def oldest_snapshot(states: Sequence[StudentState]) -> StudentState | None:
 
 
 def _read_progress(dsn: str, database: str, state: StudentState) -> None:
+    """Read a student's notebooks and jobs, in one read-only transaction of a session that runs
+    none of the student's code (:data:`STUDENT_SESSION_OPTIONS`)."""
+    conninfo = make_conninfo(dsn, dbname=database, options=STUDENT_SESSION_OPTIONS)
     try:
-        with db.connect(make_conninfo(dsn, dbname=database), connect_timeout=5) as conn:
+        with db.connect(conninfo, connect_timeout=5) as conn, conn.transaction():
             schemas = [r[0] for r in conn.execute(CLASSROOM_NOTEBOOK_SCHEMAS).fetchall()]
             state.notebooks = sorted({s[2:4] for s in schemas})
             tables = [r[0] for r in conn.execute(CLASSROOM_JOB_TABLES).fetchall()]
+            for schema in tables:
+                conn.execute(_utility(CLASSROOM_LOCK_JOBS, schema=schema))
+            locked = set(tables)  # and, now that they are locked, checked again
+            tables = [r[0] for r in conn.execute(CLASSROOM_JOB_TABLES).fetchall() if r[0] in locked]
             latest: dict[str, Any] = {}
             if tables:
                 union = pgsql.SQL(" UNION ALL ").join(
@@ -766,10 +815,10 @@ def _watch_main(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
             "pgqueue-lab classroom watch draws with rich: pip install 'pgqueue-lab[classroom]'"
         ) from None
     console = Console(file=out, width=None if out.isatty() else 200)  # a pipe, a log: no truncation
-    frame = renderable(list_students(dsn, prefix), prefix, interval=interval)
     if args.once:
-        console.print(frame)
+        console.print(renderable(list_students(dsn, prefix), prefix, interval=None))
         return 0
+    frame = renderable(list_students(dsn, prefix), prefix, interval=interval)
     try:
         with Live(frame, console=console, auto_refresh=False) as view:
             while True:
@@ -796,6 +845,7 @@ def _print_roster(students: Sequence[Student], roster: Path, out: TextIO) -> Non
 
 
 def _seconds(value: float) -> str:
+    value = max(value, 0.0)  # a transaction begun after the teacher's own: no "-0 s"
     return f"{value:.0f} s" if value < 120 else f"{value / 60:.0f} min"
 
 
@@ -857,25 +907,31 @@ def _print_list(states: Sequence[StudentState], prefix: str, out: TextIO) -> Non
     )
 
 
-def renderable(states: Sequence[StudentState], prefix: str, *, interval: float) -> Any:
+def renderable(states: Sequence[StudentState], prefix: str, *, interval: float | None) -> Any:
     """The class as a ``rich`` renderable (rich must be installed): ``classroom watch``'s frame."""
     from rich import box
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    title = Text.assemble(
-        ("pgqueue-lab classroom watch", "bold"), f" · prefix {prefix} · every {interval:g} s · Ctrl-C stops"
-    )
-    header, rows = table(states)
+    live = f" · every {interval:g} s · Ctrl-C stops" if interval is not None else ""
+    title = Text.assemble(("pgqueue-lab classroom", "bold"), f" · prefix {prefix}{live}")
+    _, rows = table(states)
+    # Narrower than list's: the jobs in one column (the statuses that have any), so that the
+    # names stay whole in an 80-column terminal; the lists wrap.
     view = Table(box=box.SIMPLE_HEAD, padding=(0, 1))
-    for name in header:
-        right = name == "sessions" or name in sql.STATUSES
-        view.add_column(name, justify="right" if right else "left", no_wrap=True)
+    names = max([len("student"), *(len(s.name) for s in states)])
+    view.add_column("student", no_wrap=True, min_width=names)
+    view.add_column("sessions", justify="right", no_wrap=True)
+    view.add_column("now", no_wrap=True)
+    view.add_column("notebooks", ratio=1)
+    view.add_column("jobs", ratio=2)
+    view.add_column("oldest snapshot", ratio=2)
     oldest = oldest_snapshot(states)
     for s, row in zip(states, rows, strict=True):
+        jobs = ", ".join(f"{s.jobs[status]} {status}" for status in sql.STATUSES if s.jobs.get(status))
         style = "dim" if not s.connected else ("bold red" if s is oldest else "")
-        view.add_row(*row, style=style)
+        view.add_row(row[0], row[1], row[2], row[3], jobs or "-", row[-1], style=style)
     if not states:
         return Group(title, Text(f"no students with prefix {prefix!r} on this server"))
     return Group(title, view, Text(summary(states)))
