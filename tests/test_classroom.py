@@ -306,6 +306,99 @@ def test_no_password_in_what_the_commands_print_or_the_server_keeps(
     assert [pw for pw in passwords for v in stored if pw in v] == []
 
 
+#: A student's traps for the teacher, in the student's own database (they own it): an
+#: aggregate ``max`` of their own, found first through the database's ``search_path``, and a
+#: ``jobs`` table whose ``created_at`` is of a type of theirs (so ``max(created_at)`` is theirs
+#: whatever the path). Each records who called it: if that is the teacher, the student's code
+#: ran with the teacher's rights (a superuser's: it could have made its owner one).
+TRAPS = """
+CREATE TABLE public.caught (who text);
+GRANT INSERT ON public.caught TO PUBLIC;
+CREATE FUNCTION public.trap_step(timestamptz, timestamptz) RETURNS timestamptz
+    LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.caught VALUES (current_user);
+    RETURN greatest($1, $2);
+END $$;
+CREATE AGGREGATE public.max(timestamptz) (sfunc = public.trap_step, stype = timestamptz);
+CREATE DOMAIN public.my_time AS timestamptz;
+CREATE FUNCTION public.trap_step_mine(timestamptz, public.my_time) RETURNS timestamptz
+    LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.caught VALUES (current_user);
+    RETURN greatest($1, $2);
+END $$;
+CREATE AGGREGATE public.max(public.my_time) (sfunc = public.trap_step_mine, stype = timestamptz);
+CREATE SCHEMA nb98_trap;
+CREATE TABLE nb98_trap.jobs (status text, created_at timestamptz);
+INSERT INTO nb98_trap.jobs VALUES ('pending', now());
+CREATE SCHEMA nb99_trap;
+CREATE TABLE nb99_trap.jobs (status text, created_at public.my_time);
+INSERT INTO nb99_trap.jobs VALUES ('running', now()), ('running', now());
+"""
+
+
+def test_the_teachers_list_runs_none_of_a_students_code(teacher: str, two_students: Class) -> None:
+    """``classroom list`` and ``watch`` read each student's database as the teacher. Code a
+    student planted there never runs with the teacher's rights: the teacher's session finds
+    names in pg_catalog only, reads only tables of the course's column types, writes nothing."""
+    first = two_students.names()[0]
+    dsn = two_students.dsns()[first]
+    with psycopg.connect(dsn, autocommit=True) as student:
+        student.execute(pgsql.SQL("ALTER DATABASE {} SET search_path = public, pg_catalog").format(
+            pgsql.Identifier(first)
+        ))  # fmt: skip
+        student.execute(TRAPS)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as student:  # the path applies to new sessions
+            student.execute("SELECT max(created_at) FROM nb98_trap.jobs")
+            assert student.execute("SELECT who FROM public.caught").fetchall() == [(first,)]  # armed
+            student.execute("DELETE FROM public.caught")
+        states = {s.name: s for s in classroom.list_students(teacher, two_students.prefix)}
+        watched = _cli(
+            "classroom", "watch", "--once", "--prefix", two_students.prefix,
+            dsn=teacher, cwd=two_students.roster.parent,
+        )  # fmt: skip
+        assert watched.returncode == 0, watched.stderr
+        with psycopg.connect(dsn, autocommit=True) as student:
+            caught = student.execute("SELECT who FROM public.caught").fetchall()
+            rights = student.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+        assert caught == []
+        assert rights == (False,)
+        # the table of the course's types is counted (with pg_catalog's max), the other is not
+        assert states[first].jobs == {"pending": 1}
+        assert states[first].notebooks == ["98", "99"]
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as student:
+            student.execute(pgsql.SQL("ALTER DATABASE {} RESET search_path").format(pgsql.Identifier(first)))
+            student.execute(
+                "DROP SCHEMA nb98_trap, nb99_trap CASCADE; DROP TABLE public.caught; "
+                "DROP AGGREGATE public.max(timestamptz); DROP AGGREGATE public.max(public.my_time); "
+                "DROP FUNCTION public.trap_step, public.trap_step_mine; DROP DOMAIN public.my_time"
+            )
+
+
+def test_a_student_at_their_connection_limit_is_told_so(teacher: str, prefix: str, tmp_path: Path) -> None:
+    made = _cli(
+        "classroom", "create", "--students", "1", "--prefix", prefix, "--connection-limit", "1",
+        dsn=teacher, cwd=tmp_path,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert "--connection-limit 1 is below what the course's notebooks need: notebook 17" in made.stderr
+    with (tmp_path / f"{prefix}-roster.csv").open(newline="") as f:
+        student_dsn = next(csv.DictReader(f))["dsn"]
+    with db.connect(student_dsn), pytest.raises(db.DatabaseUnavailableError) as refused:
+        db.connect(student_dsn)
+    message = str(refused.value)
+    assert "too many connections for role" in message and "takes no more connections" in message
+    assert "start that server" not in message  # it is running: the old hint misled
+    assert str(conninfo_to_dict(student_dsn)["password"]) not in message
+    again = _cli("classroom", "create", "--students", "1", "--prefix", prefix, dsn=teacher, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f"{prefix}01" in again.stdout and "limits changed" in again.stdout
+    assert "below what the course's notebooks need" not in again.stderr
+
+
 # -- a whole class, every notebook, at once ------------------------------------------------------
 
 #: A query of a view of the whole server: every session of every database (pg_stat_activity),
@@ -565,7 +658,8 @@ def test_list_shows_sessions_notebooks_jobs_and_the_oldest_snapshot(
     assert lines[second].endswith("<- oldest") and "age " in lines[second]
     assert f"2 students, 2 connected now; {second} holds the class's oldest snapshot (" in listed.stdout
     assert watched.returncode == 0, watched.stderr
-    assert "pgqueue-lab classroom watch" in watched.stdout
+    assert f"pgqueue-lab classroom · prefix {two_students.prefix}" in watched.stdout
+    assert "Ctrl-C" not in watched.stdout  # --once: one frame, nothing to stop
     assert f"2 students, 2 connected now; {second} holds the class's oldest snapshot (" in watched.stdout
     for name in (first, second):
         assert name in watched.stdout
