@@ -312,70 +312,86 @@ def test_no_password_in_what_the_commands_print_or_the_server_keeps(
 #: whatever the path). Each records who called it: if that is the teacher, the student's code
 #: ran with the teacher's rights (a superuser's: it could have made its owner one).
 TRAPS = """
-CREATE TABLE public.caught (who text);
-GRANT INSERT ON public.caught TO PUBLIC;
+CREATE FUNCTION public.trap_record() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('caught', current_user);  -- allowed in a read-only transaction, too
+    RETURN true;
+END $$;
 CREATE FUNCTION public.trap_step(timestamptz, timestamptz) RETURNS timestamptz
-    LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO public.caught VALUES (current_user);
-    RETURN greatest($1, $2);
-END $$;
+    LANGUAGE sql AS $$ SELECT CASE WHEN public.trap_record() THEN greatest($1, $2) END $$;
 CREATE AGGREGATE public.max(timestamptz) (sfunc = public.trap_step, stype = timestamptz);
-CREATE DOMAIN public.my_time AS timestamptz;
-CREATE FUNCTION public.trap_step_mine(timestamptz, public.my_time) RETURNS timestamptz
-    LANGUAGE plpgsql AS $$
+CREATE FUNCTION public.trap_planned(int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
-    INSERT INTO public.caught VALUES (current_user);
-    RETURN greatest($1, $2);
+    RETURN public.trap_record();
 END $$;
-CREATE AGGREGATE public.max(public.my_time) (sfunc = public.trap_step_mine, stype = timestamptz);
-CREATE SCHEMA nb98_trap;
-CREATE TABLE nb98_trap.jobs (status text, created_at timestamptz);
-INSERT INTO nb98_trap.jobs VALUES ('pending', now());
-CREATE SCHEMA nb99_trap;
-CREATE TABLE nb99_trap.jobs (status text, created_at public.my_time);
-INSERT INTO nb99_trap.jobs VALUES ('running', now()), ('running', now());
+CREATE SCHEMA nb97_trap;
+CREATE TABLE nb97_trap.jobs (status text, created_at timestamptz);
+INSERT INTO nb97_trap.jobs VALUES ('pending', now()), ('completed', NULL);
+CREATE INDEX ON nb97_trap.jobs (status) WHERE public.trap_planned(1);
 """
 
 
-def test_the_teachers_list_runs_none_of_a_students_code(teacher: str, two_students: Class) -> None:
-    """``classroom list`` and ``watch`` read each student's database as the teacher. Code a
-    student planted there never runs with the teacher's rights: the teacher's session finds
-    names in pg_catalog only, reads only tables of the course's column types, writes nothing."""
-    first = two_students.names()[0]
+def test_the_teachers_list_runs_no_code_of_a_student_with_the_teachers_rights(
+    teacher: str, two_students: Class
+) -> None:
+    """``classroom list`` and ``watch`` read each student's database. What a student planted
+    there (an aggregate ``max`` found first through the database's ``search_path``; an
+    IMMUTABLE function in a partial index's condition, which the planner calls; settings that
+    break a client's parsing) never runs as the teacher, and one student's broken database
+    leaves the other rows (and the command) whole."""
+    first, second = two_students.names()
     dsn = two_students.dsns()[first]
+    settings = ["search_path = public, pg_catalog", "DateStyle = 'SQL, DMY'", "client_encoding = SQL_ASCII"]
     with psycopg.connect(dsn, autocommit=True) as student:
-        student.execute(pgsql.SQL("ALTER DATABASE {} SET search_path = public, pg_catalog").format(
-            pgsql.Identifier(first)
-        ))  # fmt: skip
+        for setting in settings:
+            student.execute(pgsql.SQL("ALTER DATABASE {} SET " + setting).format(pgsql.Identifier(first)))
         student.execute(TRAPS)
+    watcher = psycopg.connect(dsn, autocommit=True, client_encoding="UTF8")
     try:
-        with psycopg.connect(dsn, autocommit=True) as student:  # the path applies to new sessions
-            student.execute("SELECT max(created_at) FROM nb98_trap.jobs")
-            assert student.execute("SELECT who FROM public.caught").fetchall() == [(first,)]  # armed
-            student.execute("DELETE FROM public.caught")
-        states = {s.name: s for s in classroom.list_students(teacher, two_students.prefix)}
-        watched = _cli(
-            "classroom", "watch", "--once", "--prefix", two_students.prefix,
-            dsn=teacher, cwd=two_students.roster.parent,
-        )  # fmt: skip
-        assert watched.returncode == 0, watched.stderr
-        with psycopg.connect(dsn, autocommit=True) as student:
-            caught = student.execute("SELECT who FROM public.caught").fetchall()
-            rights = student.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
-        assert caught == []
+        watcher.execute("LISTEN caught")  # who ran the student's code: its notifications say
+        with psycopg.connect(dsn, autocommit=True, client_encoding="UTF8") as student:  # new sessions
+            student.execute("SELECT max(created_at) FROM nb97_trap.jobs WHERE status = 'pending'")
+        assert {n.payload for n in watcher.notifies(timeout=1)} == {first}  # armed
+        with db.connect(two_students.dsns()[second]) as other:
+            Queue("nb05_final_status").create(other)
+            Queue("nb05_final_status").enqueue(other, "email", {})
+        states = {
+            s.name: s for s in classroom.list_students(teacher, two_students.prefix, two_students.roster)
+        }
+        cwd = two_students.roster.parent
+        listed = _cli("classroom", "list", "--prefix", two_students.prefix, dsn=teacher, cwd=cwd)
+        watched = _cli("classroom", "watch", "--once", "--prefix", two_students.prefix, dsn=teacher, cwd=cwd)
+        caught = {n.payload for n in watcher.notifies(timeout=1)}
+        rights = watcher.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+        with db.connect(teacher) as conn:
+            teacher_role = conn.execute("SELECT current_user").fetchone()
+        assert teacher_role is not None and teacher_role[0] not in caught
+        assert caught <= {first}  # run as the student, if at all
         assert rights == (False,)
-        # the table of the course's types is counted (with pg_catalog's max), the other is not
-        assert states[first].jobs == {"pending": 1}
-        assert states[first].notebooks == ["98", "99"]
+        assert listed.returncode == 0 and watched.returncode == 0, listed.stderr + watched.stderr
+        assert "Traceback" not in listed.stderr + watched.stderr
+        assert states[second].jobs == {"pending": 1} and states[second].current == "05"
+        assert states[first].notebooks is None or states[first].jobs == {"pending": 1, "completed": 1}
     finally:
+        watcher.close()
         with psycopg.connect(dsn, autocommit=True) as student:
-            student.execute(pgsql.SQL("ALTER DATABASE {} RESET search_path").format(pgsql.Identifier(first)))
+            student.execute(pgsql.SQL("ALTER DATABASE {} RESET ALL").format(pgsql.Identifier(first)))
             student.execute(
-                "DROP SCHEMA nb98_trap, nb99_trap CASCADE; DROP TABLE public.caught; "
-                "DROP AGGREGATE public.max(timestamptz); DROP AGGREGATE public.max(public.my_time); "
-                "DROP FUNCTION public.trap_step, public.trap_step_mine; DROP DOMAIN public.my_time"
+                "DROP SCHEMA nb97_trap CASCADE; DROP AGGREGATE public.max(timestamptz); "
+                "DROP FUNCTION public.trap_step, public.trap_planned, public.trap_record"
             )
+        with db.connect(two_students.dsns()[second]) as other:
+            Queue("nb05_final_status").drop(other)
+
+
+def test_the_teachers_list_needs_the_roster_to_look_inside(
+    teacher: str, two_students: Class, tmp_path: Path
+) -> None:
+    """Without the roster the teacher still sees sessions and snapshots; each database reads
+    ``(no roster line)``, since it is read only as its student."""
+    listed = _cli("classroom", "list", "--prefix", two_students.prefix, dsn=teacher, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.count("(no roster line)") == 2
 
 
 def test_a_student_at_their_connection_limit_is_told_so(teacher: str, prefix: str, tmp_path: Path) -> None:
@@ -632,7 +648,9 @@ def test_list_shows_sessions_notebooks_jobs_and_the_oldest_snapshot(
         holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         holder.execute("SELECT 1")  # the second student's snapshot, held open
         time.sleep(1.1)
-        states = {s.name: s for s in classroom.list_students(teacher, two_students.prefix)}
+        states = {
+            s.name: s for s in classroom.list_students(teacher, two_students.prefix, two_students.roster)
+        }
         listed = _cli(
             "classroom", "list", "--prefix", two_students.prefix, dsn=teacher, cwd=two_students.roster.parent
         )
@@ -666,7 +684,7 @@ def test_list_shows_sessions_notebooks_jobs_and_the_oldest_snapshot(
 
 
 def test_list_without_snapshots_says_so(teacher: str, two_students: Class) -> None:
-    states = classroom.list_students(teacher, two_students.prefix)
+    states = classroom.list_students(teacher, two_students.prefix, two_students.roster)
     assert classroom.oldest_snapshot(states) is None
     assert classroom.summary(states).endswith("no student holds a snapshot.")
 

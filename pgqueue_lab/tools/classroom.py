@@ -29,7 +29,10 @@ snapshot, marking the student who holds the class's oldest. ``watch`` redraws th
 roles.
 
 Everything read from a view of the whole server (``pg_stat_activity``) is limited to the
-class's roles, so other classes and other users of the server neither show nor count.
+class's roles, so other classes and other users of the server neither show nor count. A
+student's database is read logged in as that student (the roster's password), never as the
+teacher: a query planned in a database the student owns can run the student's code
+(:data:`STUDENT_SESSION_OPTIONS`).
 """
 
 from __future__ import annotations
@@ -144,6 +147,7 @@ SELECT usename, count(*)::int,
                FILTER (WHERE backend_xmin IS NOT NULL OR backend_xid IS NOT NULL))::float8 AS open_for
 FROM pg_stat_activity
 WHERE usename = ANY(%(roles)s) AND backend_type = 'client backend'
+  AND application_name IS DISTINCT FROM %(teacher_view)s
 GROUP BY usename"""
 
 #: No new logins while a class is dropped.
@@ -169,9 +173,8 @@ CLASSROOM_NOTEBOOK_SCHEMAS = """\
 SELECT nspname FROM pg_namespace WHERE nspname ~ '^nb[0-9]{2}_' ORDER BY nspname"""
 
 #: In a student's database: every schema holding a queue's ``jobs`` table: a plain table with
-#: the ``status text`` and ``created_at timestamptz`` columns the course's queues have. The
-#: types are checked because the student owns everything here: a column of a type of their own
-#: would make the teacher's ``max(created_at)`` call an aggregate of theirs.
+#: the ``status text`` and ``created_at timestamptz`` columns the course's queues have (a column
+#: of another type would call another ``max``: only the course's queues are counted).
 CLASSROOM_JOB_TABLES = """\
 SELECT n.nspname
 FROM pg_class AS c
@@ -191,22 +194,23 @@ CLASSROOM_JOBS_BY_STATUS = """\
 SELECT {name}::text, status, pg_catalog.count(*)::int, pg_catalog.max(created_at)
 FROM ONLY {schema}.jobs GROUP BY status"""
 
-#: Before counting: no one may change the tables' columns (``ALTER TABLE`` waits for this lock)
-#: between the check of their types above and the count.
-CLASSROOM_LOCK_JOBS = "LOCK TABLE ONLY {schema}.jobs IN ACCESS SHARE MODE"
-
-#: The teacher's session in a student's database. The student owns everything in it and may
-#: have made functions, operators and types that would run with the teacher's rights if the
-#: teacher's queries called them (an aggregate ``public.max(a_type_of_theirs)`` that makes its
-#: owner a superuser when a superuser calls it). So this session resolves names in
-#: ``pg_catalog`` only (set at connection: it outranks the student's ``ALTER DATABASE ... SET``),
-#: applies no row-level security policy (a query that would is refused instead), may write
-#: nothing (a read-only transaction cannot be made read-write from inside a query), and waits at
-#: most 2 s for a lock and 10 s for a statement.
+#: The teacher's session in a student's database logs in as **the student** (their line of the
+#: roster), never as the teacher. The student owns everything in that database, and a query
+#: planned there can run the student's code: an ``IMMUTABLE`` function in a partial index's
+#: condition is called while the planner simplifies it, whatever the ``search_path`` and even in a
+#: read-only transaction. As a superuser that code could do anything (``COPY ... TO PROGRAM``);
+#: as the student it can do only what the student can. The session also resolves names in
+#: ``pg_catalog`` only, writes nothing, applies no row-level security, reads text as UTF-8 and
+#: dates as ISO whatever the database's settings, and gives each statement 3 s (a lock 2 s).
 STUDENT_SESSION_OPTIONS = (
     "-c search_path=pg_catalog -c row_security=off -c default_transaction_read_only=on "
-    "-c lock_timeout=2s -c statement_timeout=10s"
+    "-c default_transaction_isolation=read\\ committed -c default_transaction_deferrable=off "
+    "-c client_encoding=UTF8 -c DateStyle=ISO -c IntervalStyle=postgres -c TimeZone=UTC "
+    "-c lock_timeout=2s -c statement_timeout=3s"
 )
+#: The name of that session in ``pg_stat_activity``: not counted among the student's sessions.
+TEACHER_VIEW = "pgqueue-lab classroom"
+
 
 Connection = psycopg.Connection[Any]
 
@@ -270,7 +274,9 @@ class StudentState:
     name: str
     sessions: int
     has_database: bool
-    notebooks: list[str] | None = None  # None: the database could not be read
+    notebooks: list[str] | None = None  # None: the database could not be read (see unreadable)
+    #: Why the database could not be read: "no roster line", "unreadable".
+    unreadable: str | None = None
     jobs: dict[str, int] = field(default_factory=dict)
     #: The notebook whose queue had the latest job (``"09"``); else the last one open; or None.
     current: str | None = None
@@ -586,23 +592,29 @@ def _make_student(
 # -- list ----------------------------------------------------------------------------------------
 
 
-def list_students(dsn: str, prefix: str = DEFAULT_PREFIX) -> list[StudentState]:
+def list_students(dsn: str, prefix: str = DEFAULT_PREFIX, roster: Path | None = None) -> list[StudentState]:
     """Each student of ``prefix``: sessions now, the notebook they are in and those under way,
     jobs by status, and their oldest snapshot.
 
-    It holds one connection at a time: the server's, then each student's database in turn
-    (5 s to connect to each; a database that cannot be read shows as ``(unreadable)``).
+    Sessions and snapshots come from the teacher's own session (``pg_stat_activity``). The
+    notebooks and jobs are read in each student's database in turn, logged in as the student
+    with the password in ``roster`` (default ``PREFIX-roster.csv``): one connection at a time,
+    and one of the student's for a moment; 5 s to connect, 3 s per statement. A student without
+    a line in the roster shows ``(no roster line)``; a database that cannot be read,
+    ``(unreadable)``.
 
-    :raises ClassroomError: the role may not create roles and databases.
+    :raises ClassroomError: the role may not create roles and databases, or ``roster`` exists
+        and is not a roster.
     """
     prefix = check_prefix(prefix)
+    passwords = read_roster(roster or default_roster(prefix))
     with db.connect(dsn) as conn, _refusals():
         _require_rights(conn)
         existing = _existing(conn, prefix)
         sessions = {
             name: (int(count), xmin_age, open_for)
             for name, count, xmin_age, open_for in conn.execute(
-                CLASSROOM_SESSIONS, {"roles": list(existing)}
+                CLASSROOM_SESSIONS, {"roles": list(existing), "teacher_view": TEACHER_VIEW}
             ).fetchall()
         }
     states = []
@@ -612,8 +624,11 @@ def list_students(dsn: str, prefix: str = DEFAULT_PREFIX) -> list[StudentState]:
         state = StudentState(name, count, info.database is not None)
         state.snapshot_xids = None if xmin_age is None else int(xmin_age)
         state.snapshot_seconds = None if open_for is None else float(open_for)
-        if info.database is not None:
-            _read_progress(dsn, info.database, state)
+        if info.database is not None and name not in passwords:
+            state.unreadable = "no roster line"
+        elif info.database is not None:
+            student = make_conninfo(dsn, user=name, password=passwords[name], dbname=info.database)
+            _read_progress(student, state)
         states.append(state)
     return states
 
@@ -627,34 +642,34 @@ def oldest_snapshot(states: Sequence[StudentState]) -> StudentState | None:
     return max(holding, key=lambda s: (s.snapshot_xids or 0, s.snapshot_seconds or 0.0))
 
 
-def _read_progress(dsn: str, database: str, state: StudentState) -> None:
-    """Read a student's notebooks and jobs, in one read-only transaction of a session that runs
-    none of the student's code (:data:`STUDENT_SESSION_OPTIONS`)."""
-    conninfo = make_conninfo(dsn, dbname=database, options=STUDENT_SESSION_OPTIONS)
+def _read_progress(student_dsn: str, state: StudentState) -> None:
+    """Read a student's notebooks and jobs as the student, in one read-only transaction of a
+    session set up by :data:`STUDENT_SESSION_OPTIONS`. Whatever goes wrong there (the student's
+    database is theirs to break) makes this student ``(unreadable)``, not the whole list."""
+    conninfo = make_conninfo(student_dsn, options=STUDENT_SESSION_OPTIONS, application_name=TEACHER_VIEW)
     try:
         with db.connect(conninfo, connect_timeout=5) as conn, conn.transaction():
             schemas = [r[0] for r in conn.execute(CLASSROOM_NOTEBOOK_SCHEMAS).fetchall()]
-            state.notebooks = sorted({s[2:4] for s in schemas})
             tables = [r[0] for r in conn.execute(CLASSROOM_JOB_TABLES).fetchall()]
-            for schema in tables:
-                conn.execute(_utility(CLASSROOM_LOCK_JOBS, schema=schema))
-            locked = set(tables)  # and, now that they are locked, checked again
-            tables = [r[0] for r in conn.execute(CLASSROOM_JOB_TABLES).fetchall() if r[0] in locked]
+            jobs: dict[str, int] = {}
             latest: dict[str, Any] = {}
             if tables:
                 union = pgsql.SQL(" UNION ALL ").join(
                     _utility(CLASSROOM_JOBS_BY_STATUS, {"name": schema}, schema=schema) for schema in tables
                 )
                 for schema, status, count, created in conn.execute(union).fetchall():
-                    state.jobs[str(status)] = state.jobs.get(str(status), 0) + int(count)
-                    if _NOTEBOOK_SCHEMA.match(schema) and (schema not in latest or created > latest[schema]):
-                        latest[schema] = created
-            if latest:
-                state.current = max(latest, key=lambda schema: (latest[schema], schema))[2:4]
-            elif state.notebooks:
-                state.current = state.notebooks[-1]
-    except (psycopg.Error, QueueError):
-        state.notebooks = None
+                    jobs[str(status)] = jobs.get(str(status), 0) + int(count)
+                    if _NOTEBOOK_SCHEMA.match(schema) and created is not None:
+                        latest[schema] = max(created, latest.get(schema, created))
+    except (psycopg.Error, QueueError, TypeError, ValueError, NotImplementedError):
+        state.notebooks, state.unreadable = None, "unreadable"
+        return
+    state.notebooks = sorted({s[2:4] for s in schemas})
+    state.jobs = jobs
+    if latest:
+        state.current = max(latest, key=lambda schema: (latest[schema], schema))[2:4]
+    elif state.notebooks:
+        state.current = state.notebooks[-1]
 
 
 # -- drop ----------------------------------------------------------------------------------------
@@ -705,6 +720,12 @@ def drop(dsn: str, prefix: str = DEFAULT_PREFIX, *, confirm: Callable[[list[str]
 # -- the command ---------------------------------------------------------------------------------
 
 
+_ROSTER_HELP = (
+    "the roster create wrote (default PREFIX-roster.csv): each student's database is read logged in "
+    "as that student, never as you"
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``classroom create|list|drop`` and their options."""
     parser.description = (
@@ -749,8 +770,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "list", help="each student: connected now, the notebook they are in, jobs, oldest snapshot"
     )
     list_parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="which class (default %(default)s)")
+    list_parser.add_argument("--roster", type=Path, metavar="FILE", help=_ROSTER_HELP)
     watch_parser = actions.add_parser("watch", help="the list, redrawn live until Ctrl-C (needs rich)")
     watch_parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="which class (default %(default)s)")
+    watch_parser.add_argument("--roster", type=Path, metavar="FILE", help=_ROSTER_HELP)
     watch_parser.add_argument(
         "--interval",
         type=float,
@@ -792,7 +815,7 @@ def main(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
         _print_roster(students, roster, out)
         return 0
     if args.action == "list":
-        _print_list(list_students(dsn, args.prefix), args.prefix, out)
+        _print_list(list_students(dsn, args.prefix, args.roster), args.prefix, out)
         return 0
     if args.action == "watch":
         return _watch_main(dsn, args, out)
@@ -816,14 +839,17 @@ def _watch_main(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
         ) from None
     console = Console(file=out, width=None if out.isatty() else 200)  # a pipe, a log: no truncation
     if args.once:
-        console.print(renderable(list_students(dsn, prefix), prefix, interval=None))
+        console.print(renderable(list_students(dsn, prefix, args.roster), prefix, interval=None))
         return 0
-    frame = renderable(list_students(dsn, prefix), prefix, interval=interval)
+    frame = renderable(list_students(dsn, prefix, args.roster), prefix, interval=interval)
     try:
         with Live(frame, console=console, auto_refresh=False) as view:
             while True:
                 time.sleep(interval)
-                view.update(renderable(list_students(dsn, prefix), prefix, interval=interval), refresh=True)
+                view.update(
+                    renderable(list_students(dsn, prefix, args.roster), prefix, interval=interval),
+                    refresh=True,
+                )
     except KeyboardInterrupt:
         pass
     return 0
@@ -859,7 +885,7 @@ def table(states: Sequence[StudentState]) -> tuple[list[str], list[list[str]]]:
         if not s.has_database:
             notebooks = "(no database)"
         elif s.notebooks is None:
-            notebooks = "(unreadable)"
+            notebooks = f"({s.unreadable or 'unreadable'})"
         else:
             notebooks = " ".join(s.notebooks) or "-"
         snapshot = "-"
