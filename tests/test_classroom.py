@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,17 +125,24 @@ class Class:
         return sorted(self.dsns())
 
 
-@pytest.fixture(scope="module")
-def two_students(teacher: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Class]:
-    """A class of two, made by the command; removed afterwards whatever happens."""
+@contextmanager
+def _a_class(teacher: str, folder: Path, students: int) -> Iterator[Class]:
+    """A class made by the command, with a prefix of its own; removed afterwards whatever happens."""
     prefix = _prefix()
-    folder = tmp_path_factory.mktemp("classroom")
     try:
-        created = _cli("classroom", "create", "--students", "2", "--prefix", prefix, dsn=teacher, cwd=folder)
+        created = _cli(
+            "classroom", "create", "--students", str(students), "--prefix", prefix, dsn=teacher, cwd=folder
+        )
         assert created.returncode == 0, created.stderr
         yield Class(prefix, folder / f"{prefix}-roster.csv", created)
     finally:
         _remove_everything(teacher, prefix)
+
+
+@pytest.fixture(scope="module")
+def two_students(teacher: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Class]:
+    with _a_class(teacher, tmp_path_factory.mktemp("classroom"), 2) as made:
+        yield made
 
 
 @pytest.fixture
@@ -511,15 +519,8 @@ def _command_lines() -> list[str]:
 
 @pytest.fixture(scope="module")
 def three_students(teacher: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Class]:
-    """A class of three, made by the command; removed afterwards whatever happens."""
-    prefix = _prefix()
-    folder = tmp_path_factory.mktemp("class-of-three")
-    try:
-        created = _cli("classroom", "create", "--students", "3", "--prefix", prefix, dsn=teacher, cwd=folder)
-        assert created.returncode == 0, created.stderr
-        yield Class(prefix, folder / f"{prefix}-roster.csv", created)
-    finally:
-        _remove_everything(teacher, prefix)
+    with _a_class(teacher, tmp_path_factory.mktemp("class-of-three"), 3) as made:
+        yield made
 
 
 @pytest.mark.skipif(
