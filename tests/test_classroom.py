@@ -395,11 +395,16 @@ def test_the_teachers_list_runs_no_code_of_a_student_with_the_teachers_rights(
 def test_the_teachers_list_needs_the_roster_to_look_inside(
     teacher: str, two_students: Class, tmp_path: Path
 ) -> None:
-    """Without the roster the teacher still sees sessions and snapshots; each database reads
-    ``(no roster line)``, since it is read only as its student."""
+    """Without the roster the teacher still sees sessions and snapshots, is told which file is
+    missing, and sees ``?`` for jobs it could not count (each database is read only as its
+    student), not zeros."""
     listed = _cli("classroom", "list", "--prefix", two_students.prefix, dsn=teacher, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
-    assert listed.stdout.count("(no roster line)") == 2
+    assert f"note: no roster {two_students.prefix}-roster.csv here" in listed.stderr
+    assert "--roster FILE" in listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines()[1:3]]
+    assert [row[3:5] for row in rows] == [["(no", "roster)"]] * 2
+    assert [row[5:10] for row in rows] == [["?"] * 5] * 2
 
 
 def test_a_student_at_their_connection_limit_is_told_so(teacher: str, prefix: str, tmp_path: Path) -> None:
@@ -675,7 +680,9 @@ def test_list_shows_sessions_notebooks_jobs_and_the_oldest_snapshot(
     lines = {line.split()[0]: line for line in listed.stdout.splitlines()[1:3]}
     assert lines[first].split() == [first, "1", "05", "03", "05", "2", "1", "0", "0", "0", "-"]
     assert lines[second].split()[:9] == [second, "1", "-", "-", "0", "0", "0", "0", "0"]
-    assert lines[second].endswith("<- oldest") and "age " in lines[second]
+    assert "age " in lines[second] and "<- oldest" not in lines[second]  # open 1 s: not news yet
+    _, rows = classroom.table([one, two], warn_after=1.0)
+    assert [row[-1].endswith("<- oldest") for row in rows] == [False, True]
     assert f"2 students, 2 connected now; {second} holds the class's oldest snapshot (" in listed.stdout
     assert watched.returncode == 0, watched.stderr
     assert f"pgqueue-lab classroom · prefix {two_students.prefix}" in watched.stdout

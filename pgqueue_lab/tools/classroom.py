@@ -237,6 +237,10 @@ MAX_PREFIX_LENGTH = 40
 #: database in turn (one connection at a time), so it does not refresh faster than that takes.
 DEFAULT_WATCH_INTERVAL = 2.0
 MIN_WATCH_INTERVAL = 0.5
+#: Seconds a snapshot has been open before ``list`` and ``watch`` point at it: a snapshot of a
+#: statement running now is not news; one of half a minute is a transaction left open (the
+#: role's idle timeout ends an idle one after 5 minutes).
+SNAPSHOT_WARNING = 30.0
 
 
 def mark(prefix: str) -> str:
@@ -607,7 +611,9 @@ def list_students(dsn: str, prefix: str = DEFAULT_PREFIX, roster: Path | None = 
         and is not a roster.
     """
     prefix = check_prefix(prefix)
-    passwords = read_roster(roster or default_roster(prefix))
+    roster = roster or default_roster(prefix)
+    passwords = read_roster(roster)
+    missing = "no roster" if not roster.exists() else "no roster line"
     with db.connect(dsn) as conn, _refusals():
         _require_rights(conn)
         existing = _existing(conn, prefix)
@@ -625,7 +631,7 @@ def list_students(dsn: str, prefix: str = DEFAULT_PREFIX, roster: Path | None = 
         state.snapshot_xids = None if xmin_age is None else int(xmin_age)
         state.snapshot_seconds = None if open_for is None else float(open_for)
         if info.database is not None and name not in passwords:
-            state.unreadable = "no roster line"
+            state.unreadable = missing
         elif info.database is not None:
             student = make_conninfo(dsn, user=name, password=passwords[name], dbname=info.database)
             _read_progress(student, state)
@@ -815,14 +821,27 @@ def main(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
         _print_roster(students, roster, out)
         return 0
     if args.action == "list":
-        _print_list(list_students(dsn, args.prefix, args.roster), args.prefix, out)
+        states = list_students(dsn, args.prefix, args.roster)
+        _warn_without_roster(args, err)
+        _print_list(states, args.prefix, out)
         return 0
     if args.action == "watch":
-        return _watch_main(dsn, args, out)
+        return _watch_main(dsn, args, out, err)
     return _drop_main(dsn, args, out)
 
 
-def _watch_main(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
+def _warn_without_roster(args: argparse.Namespace, err: TextIO) -> None:
+    roster = args.roster or default_roster(check_prefix(args.prefix))
+    if not roster.exists():
+        print(
+            f"note: no roster {roster} here: sessions and snapshots are shown, but each student's "
+            "notebooks and jobs are read logged in as the student: run this where the roster is, or "
+            "give --roster FILE",
+            file=err,
+        )
+
+
+def _watch_main(dsn: str, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``classroom watch``: the list redrawn in place every ``--interval`` seconds until Ctrl-C."""
     prefix = check_prefix(args.prefix)
     interval = args.interval
@@ -838,10 +857,12 @@ def _watch_main(dsn: str, args: argparse.Namespace, out: TextIO) -> int:
             "pgqueue-lab classroom watch draws with rich: pip install 'pgqueue-lab[classroom]'"
         ) from None
     console = Console(file=out, width=None if out.isatty() else 200)  # a pipe, a log: no truncation
+    states = list_students(dsn, prefix, args.roster)
+    _warn_without_roster(args, err)
     if args.once:
-        console.print(renderable(list_students(dsn, prefix, args.roster), prefix, interval=None))
+        console.print(renderable(states, prefix, interval=None))
         return 0
-    frame = renderable(list_students(dsn, prefix, args.roster), prefix, interval=interval)
+    frame = renderable(states, prefix, interval=interval)
     try:
         with Live(frame, console=console, auto_refresh=False) as view:
             while True:
@@ -875,9 +896,18 @@ def _seconds(value: float) -> str:
     return f"{value:.0f} s" if value < 120 else f"{value / 60:.0f} min"
 
 
-def table(states: Sequence[StudentState]) -> tuple[list[str], list[list[str]]]:
+def stale(state: StudentState | None, after: float = SNAPSHOT_WARNING) -> bool:
+    """Has this student's snapshot been open ``after`` seconds or more (worth the teacher's eye)?"""
+    return state is not None and (state.snapshot_seconds or 0.0) >= after
+
+
+def table(
+    states: Sequence[StudentState], *, warn_after: float = SNAPSHOT_WARNING
+) -> tuple[list[str], list[list[str]]]:
     """The class as a table: a header and one row of text per student (``list`` prints it,
-    ``watch`` draws it). The student holding the class's oldest snapshot is marked ``<- oldest``."""
+    ``watch`` draws it). The student holding the class's oldest snapshot is marked ``<- oldest``
+    once it has been open ``warn_after`` seconds (a snapshot of a running statement is not news).
+    Jobs of a database that could not be read show ``?``."""
     oldest = oldest_snapshot(states)
     header = ["student", "sessions", "now", "notebooks", *sql.STATUSES, "oldest snapshot"]
     rows = []
@@ -893,9 +923,10 @@ def table(states: Sequence[StudentState]) -> tuple[list[str], list[list[str]]]:
             snapshot = f"age {s.snapshot_xids}"
             if s.snapshot_seconds is not None:
                 snapshot += f", open {_seconds(s.snapshot_seconds)}"
-            if s is oldest:
+            if s is oldest and stale(s, warn_after):
                 snapshot += " <- oldest"
-        jobs = [str(s.jobs.get(status, 0)) for status in sql.STATUSES]
+        unknown = s.has_database and s.notebooks is None
+        jobs = ["?" if unknown else str(s.jobs.get(status, 0)) for status in sql.STATUSES]
         rows.append([s.name, str(s.sessions), s.current or "-", notebooks, *jobs, snapshot])
     return header, rows
 
@@ -906,7 +937,10 @@ def summary(states: Sequence[StudentState]) -> str:
     oldest = oldest_snapshot(states)
     held = "no student holds a snapshot"
     if oldest is not None:
-        held = f"{oldest.name} holds the class's oldest snapshot ({oldest.snapshot_xids} transactions since"
+        n = oldest.snapshot_xids
+        held = (
+            f"{oldest.name} holds the class's oldest snapshot ({n} transaction{'' if n == 1 else 's'} since"
+        )
         if oldest.snapshot_seconds is not None:
             held += f", open {_seconds(oldest.snapshot_seconds)}"
         held += ")"
@@ -926,11 +960,9 @@ def _print_list(states: Sequence[StudentState], prefix: str, out: TextIO) -> Non
             for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         ]
         print("  ".join(cells).rstrip(), file=out)
-    print(
-        summary(states) + " now: the notebook whose queue had the latest job; notebooks: the course's "
-        "schemas in their database (each notebook drops its own at its end).",
-        file=out,
-    )
+    print(summary(states), file=out)
+    print("now: the notebook whose queue had the latest job. notebooks: the course's schemas", file=out)
+    print("in their database (each notebook drops its own at its end).", file=out)
 
 
 def renderable(states: Sequence[StudentState], prefix: str, *, interval: float | None) -> Any:
@@ -955,9 +987,13 @@ def renderable(states: Sequence[StudentState], prefix: str, *, interval: float |
     view.add_column("oldest snapshot", ratio=2)
     oldest = oldest_snapshot(states)
     for s, row in zip(states, rows, strict=True):
-        jobs = ", ".join(f"{s.jobs[status]} {status}" for status in sql.STATUSES if s.jobs.get(status))
-        style = "dim" if not s.connected else ("bold red" if s is oldest else "")
-        view.add_row(row[0], row[1], row[2], row[3], jobs or "-", row[-1], style=style)
+        # a no-break space inside "90 pending": the cell wraps between counts, never inside one
+        jobs = ", ".join(f"{s.jobs[status]}\u00a0{status}" for status in sql.STATUSES if s.jobs.get(status))
+        if s.has_database and s.notebooks is None:
+            jobs = "?"
+        style = "dim" if not s.connected else ("bold red" if s is oldest and stale(s) else "")
+        snapshot = row[-1].replace(" ", "\u00a0").replace(",\u00a0", ", ")
+        view.add_row(row[0], row[1], row[2], row[3], jobs or "-", snapshot, style=style)
     if not states:
         return Group(title, Text(f"no students with prefix {prefix!r} on this server"))
     return Group(title, view, Text(summary(states)))
