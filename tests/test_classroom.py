@@ -392,6 +392,71 @@ def test_the_teachers_list_runs_no_code_of_a_student_with_the_teachers_rights(
             Queue("nb05_final_status").drop(other)
 
 
+#: A student's function that never returns when the teacher's list reads their database: it
+#: catches the statement timeout (a cancel) and goes on, up to a minute.
+HANG = """
+CREATE FUNCTION public.hang() RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    began timestamptz := clock_timestamp();
+BEGIN
+    WHILE current_setting('application_name') = 'pgqueue-lab classroom'
+          AND clock_timestamp() < began + interval '60 seconds' LOOP
+        BEGIN
+            PERFORM pg_sleep(0.2);
+        EXCEPTION WHEN query_canceled THEN
+            NULL;
+        END;
+    END LOOP;
+    RETURN true;
+END $$;
+CREATE SCHEMA nb96_hang;
+CREATE TABLE nb96_hang.jobs (status text, created_at timestamptz);
+INSERT INTO nb96_hang.jobs VALUES ('pending', now());
+CREATE INDEX ON nb96_hang.jobs (status) WHERE public.hang();
+"""
+
+
+def test_a_student_can_neither_hold_the_list_nor_hide_from_it(
+    teacher: str, two_students: Class, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A function of the student's that catches every cancel cannot hold the teacher's list:
+    past the deadline the teacher's own session ends that backend, the row reads ``(timed
+    out)`` and the others' rows are whole. A session named like the teacher's read is counted,
+    with its snapshot, like any other."""
+    monkeypatch.setattr(classroom, "READ_DEADLINE", 2.0)
+    first, second = two_students.names()
+    dsn = two_students.dsns()[first]
+    with psycopg.connect(dsn, autocommit=True) as student:
+        student.execute(HANG)
+    hiding = psycopg.connect(dsn, application_name=classroom.TEACHER_VIEW)
+    try:
+        hiding.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        hiding.execute("SELECT 1")
+        with db.connect(two_students.dsns()[second]) as other:
+            Queue("nb05_final_status").create(other)
+            Queue("nb05_final_status").enqueue(other, "email", {})
+        began = time.monotonic()
+        states = {
+            s.name: s for s in classroom.list_students(teacher, two_students.prefix, two_students.roster)
+        }
+        took = time.monotonic() - began
+        assert took < 10, took  # 60 s without the deadline
+        assert (states[first].notebooks, states[first].unreadable) == (None, "timed out")
+        assert states[first].sessions == 1 and states[first].snapshot_xids is not None  # not hidden
+        assert states[second].jobs == {"pending": 1} and states[second].unreadable is None
+        with db.connect(teacher) as conn:
+            left = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND state = 'active'", [first]
+            ).fetchone()
+        assert left == (0,)  # the read's backend is gone, not still looping
+    finally:
+        hiding.close()
+        with psycopg.connect(dsn, autocommit=True) as student:
+            student.execute("DROP SCHEMA nb96_hang CASCADE; DROP FUNCTION public.hang")
+        with db.connect(two_students.dsns()[second]) as other:
+            Queue("nb05_final_status").drop(other)
+
+
 def test_the_teachers_list_needs_the_roster_to_look_inside(
     teacher: str, two_students: Class, tmp_path: Path
 ) -> None:

@@ -44,10 +44,12 @@ import os
 import re
 import secrets
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote, urlencode
@@ -147,7 +149,6 @@ SELECT usename, count(*)::int,
                FILTER (WHERE backend_xmin IS NOT NULL OR backend_xid IS NOT NULL))::float8 AS open_for
 FROM pg_stat_activity
 WHERE usename = ANY(%(roles)s) AND backend_type = 'client backend'
-  AND application_name IS DISTINCT FROM %(teacher_view)s
 GROUP BY usename"""
 
 #: No new logins while a class is dropped.
@@ -191,7 +192,8 @@ ORDER BY n.nspname"""
 #: with ``UNION ALL`` over a student's queues: the notebook whose queue was enqueued to last is
 #: the one the student is in).
 CLASSROOM_JOBS_BY_STATUS = """\
-SELECT {name}::text, status, pg_catalog.count(*)::int, pg_catalog.max(created_at)
+SELECT {name}::text, status::pg_catalog.text, pg_catalog.count(*)::int,
+       pg_catalog.max(created_at)::pg_catalog.timestamptz
 FROM ONLY {schema}.jobs GROUP BY status"""
 
 #: The teacher's session in a student's database logs in as **the student** (their line of the
@@ -208,8 +210,16 @@ STUDENT_SESSION_OPTIONS = (
     "-c client_encoding=UTF8 -c DateStyle=ISO -c IntervalStyle=postgres -c TimeZone=UTC "
     "-c lock_timeout=2s -c statement_timeout=3s"
 )
-#: The name of that session in ``pg_stat_activity``: not counted among the student's sessions.
+#: The name of that session in ``pg_stat_activity``. (Only a name: the sessions are counted
+#: before any is opened, so nothing is left out by it, and a student who takes it hides nothing.)
 TEACHER_VIEW = "pgqueue-lab classroom"
+#: Seconds a student's database may take to be read, whatever it does: a function of the
+#: student's that catches the statement timeout would otherwise hold the list forever. Past it,
+#: the teacher's own session ends that backend (``pg_terminate_backend`` cannot be caught).
+READ_DEADLINE = 10.0
+
+#: End the teacher's read session in a student's database that overran :data:`READ_DEADLINE`.
+CLASSROOM_END_READ = "SELECT pg_terminate_backend(%(pid)s, 1000)"
 
 
 Connection = psycopg.Connection[Any]
@@ -620,7 +630,7 @@ def list_students(dsn: str, prefix: str = DEFAULT_PREFIX, roster: Path | None = 
         sessions = {
             name: (int(count), xmin_age, open_for)
             for name, count, xmin_age, open_for in conn.execute(
-                CLASSROOM_SESSIONS, {"roles": list(existing), "teacher_view": TEACHER_VIEW}
+                CLASSROOM_SESSIONS, {"roles": list(existing)}
             ).fetchall()
         }
     states = []
@@ -634,7 +644,7 @@ def list_students(dsn: str, prefix: str = DEFAULT_PREFIX, roster: Path | None = 
             state.unreadable = missing
         elif info.database is not None:
             student = make_conninfo(dsn, user=name, password=passwords[name], dbname=info.database)
-            _read_progress(student, state)
+            _read_progress(dsn, student, state)
         states.append(state)
     return states
 
@@ -648,34 +658,71 @@ def oldest_snapshot(states: Sequence[StudentState]) -> StudentState | None:
     return max(holding, key=lambda s: (s.snapshot_xids or 0, s.snapshot_seconds or 0.0))
 
 
-def _read_progress(student_dsn: str, state: StudentState) -> None:
+def _read_progress(teacher_dsn: str, student_dsn: str, state: StudentState) -> None:
     """Read a student's notebooks and jobs as the student, in one read-only transaction of a
-    session set up by :data:`STUDENT_SESSION_OPTIONS`. Whatever goes wrong there (the student's
-    database is theirs to break) makes this student ``(unreadable)``, not the whole list."""
+    session set up by :data:`STUDENT_SESSION_OPTIONS`, within :data:`READ_DEADLINE` seconds.
+
+    The student's database is theirs to break (a column changed between two statements, a
+    function that never returns): whatever happens there makes this student ``(unreadable)``,
+    ``(timed out)`` or ``(at its connection limit)``, never the whole list.
+    """
     conninfo = make_conninfo(student_dsn, options=STUDENT_SESSION_OPTIONS, application_name=TEACHER_VIEW)
+    timer: threading.Timer | None = None
+    overran = threading.Event()
     try:
-        with db.connect(conninfo, connect_timeout=5) as conn, conn.transaction():
-            schemas = [r[0] for r in conn.execute(CLASSROOM_NOTEBOOK_SCHEMAS).fetchall()]
-            tables = [r[0] for r in conn.execute(CLASSROOM_JOB_TABLES).fetchall()]
-            jobs: dict[str, int] = {}
-            latest: dict[str, Any] = {}
-            if tables:
-                union = pgsql.SQL(" UNION ALL ").join(
-                    _utility(CLASSROOM_JOBS_BY_STATUS, {"name": schema}, schema=schema) for schema in tables
-                )
-                for schema, status, count, created in conn.execute(union).fetchall():
-                    jobs[str(status)] = jobs.get(str(status), 0) + int(count)
-                    if _NOTEBOOK_SCHEMA.match(schema) and created is not None:
-                        latest[schema] = max(created, latest.get(schema, created))
-    except (psycopg.Error, QueueError, TypeError, ValueError, NotImplementedError):
-        state.notebooks, state.unreadable = None, "unreadable"
+        with db.connect(conninfo, connect_timeout=5) as conn:
+            timer = threading.Timer(READ_DEADLINE, _end_read, (teacher_dsn, conn.info.backend_pid, overran))
+            timer.daemon = True
+            timer.start()
+            with conn.transaction():
+                schemas, jobs, latest = _read_jobs(conn)
+    except Exception as exc:  # noqa: BLE001 - a student's database is untrusted input
+        state.notebooks = None
+        if overran.is_set():
+            state.unreadable = "timed out"
+        elif "too many connections" in str(exc):
+            state.unreadable = "at its connection limit"
+        else:
+            state.unreadable = "unreadable"
         return
+    finally:
+        if timer is not None:
+            timer.cancel()
     state.notebooks = sorted({s[2:4] for s in schemas})
     state.jobs = jobs
     if latest:
         state.current = max(latest, key=lambda schema: (latest[schema], schema))[2:4]
     elif state.notebooks:
         state.current = state.notebooks[-1]
+
+
+def _read_jobs(conn: Connection) -> tuple[list[str], dict[str, int], dict[str, datetime]]:
+    """The notebook schemas, the jobs per status, and each notebook queue's latest job; every
+    value checked for its type (what comes back is the student's)."""
+    schemas = [str(r[0]) for r in conn.execute(CLASSROOM_NOTEBOOK_SCHEMAS).fetchall()]
+    tables = [str(r[0]) for r in conn.execute(CLASSROOM_JOB_TABLES).fetchall()]
+    jobs: dict[str, int] = {}
+    latest: dict[str, datetime] = {}
+    if tables:
+        union = pgsql.SQL(" UNION ALL ").join(
+            _utility(CLASSROOM_JOBS_BY_STATUS, {"name": schema}, schema=schema) for schema in tables
+        )
+        for schema, status, count, created in conn.execute(union).fetchall():
+            if not (isinstance(status, str) and isinstance(count, int)):
+                raise TypeError(f"unexpected row from {schema}.jobs")
+            jobs[status] = jobs.get(status, 0) + count
+            if isinstance(created, datetime) and _NOTEBOOK_SCHEMA.match(schema):
+                latest[schema] = max(created, latest.get(schema, created))
+    return schemas, jobs, latest
+
+
+def _end_read(teacher_dsn: str, pid: int, overran: threading.Event) -> None:
+    overran.set()
+    try:
+        with db.connect(teacher_dsn, connect_timeout=5) as conn:
+            conn.execute(CLASSROOM_END_READ, {"pid": pid})
+    except (psycopg.Error, QueueError):
+        pass  # it ended by itself meanwhile, or the server is gone: the read fails either way
 
 
 # -- drop ----------------------------------------------------------------------------------------
