@@ -772,6 +772,8 @@ def test_a_refused_heartbeat_blocks_no_other_job(
 
     def work(job: Job) -> None:
         runs[job.id] += 1
+        if job.type == "quick":
+            time.sleep(0.5)  # running through two heartbeats (every 0.2 s): each is refused
         if job.type == "long":
             time.sleep(1.5)  # more than two leases: only its heartbeat keeps it
             with db.connect(dsn) as other:

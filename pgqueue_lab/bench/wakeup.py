@@ -12,8 +12,12 @@ from ..core.worker import Worker
 from .common import NOOP, WARMUP, BenchError
 from .drain import RAW_CLAIM, RAW_COMPLETE
 
-#: Is a session LISTENing with this exact statement? (Its last statement, while it waits.)
-IS_LISTENING = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query = %(statement)s)"
+#: Is a session of this database LISTENing with this exact statement? (Its last statement,
+#: while it waits.) ``pg_stat_activity`` is the whole server's: another database may have a
+#: session that ran the same ``LISTEN`` (a class on one server), so the database is named.
+IS_LISTENING = """\
+SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+               WHERE datname = current_database() AND query = %(statement)s)"""
 
 
 def _wait_listening(conn: Connection, statement: str, timeout: float = 10.0) -> None:

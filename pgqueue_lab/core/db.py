@@ -88,6 +88,11 @@ def connect(dsn: str | None = None, *, autocommit: bool = True, **kwargs: Any) -
         reason = _connect_failure_reason(exc)
         if re.search(r"does not exist|authentication failed|password|no pg_hba", reason):
             hint = "The server answered: check the user, password and database in the DSN."
+        elif re.search(r"too many connections|too many clients|connection slots", reason):
+            hint = (
+                "The server is up but takes no more connections (for this role, or at all): close "
+                "what holds them (other notebooks' kernels: JupyterLab's Running tab; forgotten workers)."
+            )
         elif from_env:
             hint = (
                 f"{DSN_ENV} is set: start that server (for the bundled one: `docker compose up -d --wait`), "

@@ -21,22 +21,35 @@ writes a roster (CSV ``student,dsn``, mode 0600) and prints it with the password
 Running it again keeps existing students and their passwords (read back from the roster) unless
 ``--reset-passwords``; it adds missing students and applies changed limits.
 
-``list`` shows each student: sessions now, which notebooks' schemas exist in their database
-(a notebook creates its schema when it starts and drops it at its end), and their jobs by
-status. ``drop`` ends the students' sessions and removes their databases and roles.
+``list`` shows each student: sessions now, the notebook they are in (the one whose queue had the
+latest job), which notebooks' schemas exist in their database (a notebook creates its schema
+when it starts and drops it at its end), their jobs by status, and the age of their oldest
+snapshot, marking the student who holds the class's oldest. ``watch`` redraws that table live
+(with rich) until Ctrl-C. ``drop`` ends the students' sessions and removes their databases and
+roles.
+
+Everything read from a view of the whole server (``pg_stat_activity``) is limited to the
+class's roles, so other classes and other users of the server neither show nor count. A
+student's database is read logged in as that student (the roster's password), never as the
+teacher: a query planned in a database the student owns can run the student's code
+(:data:`STUDENT_SESSION_OPTIONS`).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import re
 import secrets
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote, urlencode
@@ -122,11 +135,20 @@ CLASSROOM_MARK_DATABASE = "COMMENT ON DATABASE {database} IS {mark}"
 #: PUBLIC: take that away, so only its owner (and superusers) get in.
 CLASSROOM_REVOKE_PUBLIC = "REVOKE CONNECT, TEMPORARY ON DATABASE {database} FROM PUBLIC"
 
-#: Sessions of the students right now, per role.
+#: Sessions of the students right now, per role (``pg_stat_activity`` is the whole server's:
+#: only the class's roles are counted), and the student's session that holds back vacuum the
+#: longest: the age of its snapshot or transaction id (transactions assigned since) and how
+#: long its transaction has been open. A teacher who is a superuser or a member of the student
+#: roles (``create`` makes them one) sees these columns; a student sees them only for their own
+#: sessions. Each student's snapshot holds back the vacuum of their own database (and of the
+#: shared catalogs), not the other students' jobs tables.
 CLASSROOM_SESSIONS = """\
-SELECT usename, count(*)::int
+SELECT usename, count(*)::int,
+       max(greatest(age(backend_xmin), age(backend_xid)))::int AS xmin_age,
+       extract(epoch FROM now() - min(xact_start)
+               FILTER (WHERE backend_xmin IS NOT NULL OR backend_xid IS NOT NULL))::float8 AS open_for
 FROM pg_stat_activity
-WHERE usename = ANY(%(roles)s)
+WHERE usename = ANY(%(roles)s) AND backend_type = 'client backend'
 GROUP BY usename"""
 
 #: No new logins while a class is dropped.
@@ -151,18 +173,54 @@ CLASSROOM_DROP_ROLE = "DROP ROLE IF EXISTS {role}"
 CLASSROOM_NOTEBOOK_SCHEMAS = """\
 SELECT nspname FROM pg_namespace WHERE nspname ~ '^nb[0-9]{2}_' ORDER BY nspname"""
 
-#: In a student's database: every schema holding a queue's ``jobs`` table.
+#: In a student's database: every schema holding a queue's ``jobs`` table: a plain table with
+#: the ``status text`` and ``created_at timestamptz`` columns the course's queues have (a column
+#: of another type would call another ``max``: only the course's queues are counted).
 CLASSROOM_JOB_TABLES = """\
 SELECT n.nspname
 FROM pg_class AS c
 JOIN pg_namespace AS n ON n.oid = c.relnamespace
 JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attname = 'status' AND NOT a.attisdropped
-WHERE c.relname = 'jobs' AND c.relkind IN ('r', 'p')
+                       AND a.atttypid = 'pg_catalog.text'::pg_catalog.regtype
+JOIN pg_attribute AS t ON t.attrelid = c.oid AND t.attname = 'created_at' AND NOT t.attisdropped
+                       AND t.atttypid = 'pg_catalog.timestamptz'::pg_catalog.regtype
+WHERE c.relname = 'jobs' AND c.relkind = 'r'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 ORDER BY n.nspname"""
 
-#: Jobs per status in one queue (combined with ``UNION ALL`` over a student's queues).
-CLASSROOM_JOBS_BY_STATUS = "SELECT status, count(*)::int FROM {schema}.jobs GROUP BY status"
+#: Jobs per status in one queue, and when its last job of that status was enqueued (combined
+#: with ``UNION ALL`` over a student's queues: the notebook whose queue was enqueued to last is
+#: the one the student is in).
+CLASSROOM_JOBS_BY_STATUS = """\
+SELECT {name}::text, status::pg_catalog.text, pg_catalog.count(*)::int,
+       pg_catalog.max(created_at)::pg_catalog.timestamptz
+FROM ONLY {schema}.jobs GROUP BY status"""
+
+#: The teacher's session in a student's database logs in as **the student** (their line of the
+#: roster), never as the teacher. The student owns everything in that database, and a query
+#: planned there can run the student's code: an ``IMMUTABLE`` function in a partial index's
+#: condition is called while the planner simplifies it, whatever the ``search_path`` and even in a
+#: read-only transaction. As a superuser that code could do anything (``COPY ... TO PROGRAM``);
+#: as the student it can do only what the student can. The session also resolves names in
+#: ``pg_catalog`` only, writes nothing, applies no row-level security, reads text as UTF-8 and
+#: dates as ISO whatever the database's settings, and gives each statement 3 s (a lock 2 s).
+STUDENT_SESSION_OPTIONS = (
+    "-c search_path=pg_catalog -c row_security=off -c default_transaction_read_only=on "
+    "-c default_transaction_isolation=read\\ committed -c default_transaction_deferrable=off "
+    "-c client_encoding=UTF8 -c DateStyle=ISO -c IntervalStyle=postgres -c TimeZone=UTC "
+    "-c lock_timeout=2s -c statement_timeout=3s"
+)
+#: The name of that session in ``pg_stat_activity``. (Only a name: the sessions are counted
+#: before any is opened, so nothing is left out by it, and a student who takes it hides nothing.)
+TEACHER_VIEW = "pgqueue-lab classroom"
+#: Seconds a student's database may take to be read, whatever it does: a function of the
+#: student's that catches the statement timeout would otherwise hold the list forever. Past it,
+#: the teacher's own session ends that backend (``pg_terminate_backend`` cannot be caught).
+READ_DEADLINE = 10.0
+
+#: End the teacher's read session in a student's database that overran :data:`READ_DEADLINE`.
+CLASSROOM_END_READ = "SELECT pg_terminate_backend(%(pid)s, 1000)"
+
 
 Connection = psycopg.Connection[Any]
 
@@ -171,6 +229,9 @@ DEFAULT_PREFIX = "student"
 #: heartbeat, housekeeper and listener, the notebook's own); notebook 10 about 14 (two worker
 #: processes of five sessions each, a producer, the live view, the notebook).
 DEFAULT_CONNECTION_LIMIT = 16
+#: The most connections one notebook holds at once: notebook 17 (12 producers, the watcher,
+#: the listener, the notebook's own session). ``create`` warns below it.
+NOTEBOOK_CONNECTIONS = 15
 #: Seconds after which an idle open transaction is ended (the session with it).
 DEFAULT_IDLE_TIMEOUT = 300
 #: Connections kept free for the teacher (psql, ``classroom list``, a ``watch``) beyond the class.
@@ -180,7 +241,16 @@ MAX_STUDENTS = 999
 MARKER = "pgqueue-lab classroom, prefix "
 ROSTER_HEADER = ("student", "dsn")
 _PREFIX_RE = re.compile(r"[a-z][a-z0-9_]*")
+_NOTEBOOK_SCHEMA = re.compile(r"nb[0-9]{2}_")
 MAX_PREFIX_LENGTH = 40
+#: ``classroom watch``: seconds between frames. Each frame connects to every student's
+#: database in turn (one connection at a time), so it does not refresh faster than that takes.
+DEFAULT_WATCH_INTERVAL = 2.0
+MIN_WATCH_INTERVAL = 0.5
+#: Seconds a snapshot has been open before ``list`` and ``watch`` point at it: a snapshot of a
+#: statement running now is not news; one of half a minute is a transaction left open (the
+#: role's idle timeout ends an idle one after 5 minutes).
+SNAPSHOT_WARNING = 30.0
 
 
 def mark(prefix: str) -> str:
@@ -203,7 +273,8 @@ class Student:
 
     name: str
     dsn: str = field(repr=False)  # never shown by accident: it holds the password
-    state: str = "kept"  # "created", "kept", "new password" or "database created"
+    #: "created", "kept", "new password", "limits changed" or "database created"
+    state: str = "kept"
 
     @property
     def masked_dsn(self) -> str:
@@ -217,8 +288,20 @@ class StudentState:
     name: str
     sessions: int
     has_database: bool
-    notebooks: list[str] | None = None  # None: the database could not be read
+    notebooks: list[str] | None = None  # None: the database could not be read (see unreadable)
+    #: Why the database could not be read: "no roster line", "unreadable".
+    unreadable: str | None = None
     jobs: dict[str, int] = field(default_factory=dict)
+    #: The notebook whose queue had the latest job (``"09"``); else the last one open; or None.
+    current: str | None = None
+    #: The age in transaction ids of the student's oldest snapshot (or transaction id), and for
+    #: how many seconds its transaction has been open; None when no session holds one.
+    snapshot_xids: int | None = None
+    snapshot_seconds: float | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.sessions > 0
 
 
 # -- input -------------------------------------------------------------------------------------
@@ -364,7 +447,14 @@ def _check_connections(conn: Connection, prefix: str, students: int, limit: int,
     other_text = f" + {others} for other classes on this server" if others else ""
     if need > max_connections:
         room = (max_connections - reserved - TEACHER_CONNECTIONS - others) // students
-        lower = f", or give each student fewer: --connection-limit {room}" if room >= 1 else ""
+        lower = ""
+        if NOTEBOOK_CONNECTIONS <= room < limit:
+            lower = f", or give each student fewer: --connection-limit {room}"
+        elif room < NOTEBOOK_CONNECTIONS:
+            lower = (
+                f" (a lower --connection-limit would not do: the course's notebooks need up to "
+                f"{NOTEBOOK_CONNECTIONS} each)"
+            )
         raise ClassroomError(
             f"{students} students x {limit} connections = {class_total}{other_text}, plus {reserved} "
             f"reserved and {TEACHER_CONNECTIONS} for you: the server needs max_connections >= {need}, "
@@ -376,6 +466,13 @@ def _check_connections(conn: Connection, prefix: str, students: int, limit: int,
         f"{max_connections} ({reserved} reserved, {TEACHER_CONNECTIONS} kept for you)",
         file=err,
     )
+    if limit < NOTEBOOK_CONNECTIONS:
+        print(
+            f"note: --connection-limit {limit} is below what the course's notebooks need: notebook 17 "
+            f"holds {NOTEBOOK_CONNECTIONS} connections, 10 about 14, 09 about 12; those fail with "
+            "'too many connections for role'",
+            file=err,
+        )
 
 
 def _utility(statement: str, literals: dict[str, object] | None = None, **names: str) -> pgsql.Composed:
@@ -426,7 +523,9 @@ def create(
                 "choose another --prefix"
             )
         names = sorted(set(wanted) | set(existing), key=lambda n: _number(prefix, n))
-        known = {} if reset_passwords else read_roster(roster)
+        known = read_roster(roster)  # also refuses to overwrite a file that is not a roster
+        if reset_passwords:
+            known = {}
         lost = [name for name in names if name in existing and name not in known]
         if lost and not reset_passwords:
             shown = ", ".join(lost[:5]) + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
@@ -490,8 +589,10 @@ def _make_student(
             conn.execute(_utility(CLASSROOM_SET_PASSWORD, {"password": verifier}, role=name))
         if existing.limit != limit:
             conn.execute(_utility(CLASSROOM_ROLE_LIMIT, {"limit": limit}, role=name))
+            state = "limits changed" if state == "kept" else state
         if timeout_setting not in existing.config:
             conn.execute(_utility(CLASSROOM_ROLE_TIMEOUT, {"timeout": timeout}, role=name))
+            state = "limits changed" if state == "kept" else state
     if existing is None or existing.database is None:
         conn.execute(_utility(CLASSROOM_CREATE_DATABASE, database=name, role=name))
         with conn.transaction():
@@ -505,37 +606,123 @@ def _make_student(
 # -- list ----------------------------------------------------------------------------------------
 
 
-def list_students(dsn: str, prefix: str = DEFAULT_PREFIX) -> list[StudentState]:
-    """Each student of ``prefix``: sessions now, notebooks under way, jobs by status."""
+def list_students(dsn: str, prefix: str = DEFAULT_PREFIX, roster: Path | None = None) -> list[StudentState]:
+    """Each student of ``prefix``: sessions now, the notebook they are in and those under way,
+    jobs by status, and their oldest snapshot.
+
+    Sessions and snapshots come from the teacher's own session (``pg_stat_activity``). The
+    notebooks and jobs are read in each student's database in turn, logged in as the student
+    with the password in ``roster`` (default ``PREFIX-roster.csv``): one connection at a time,
+    and one of the student's for a moment; 5 s to connect, 3 s per statement. A student without
+    a line in the roster shows ``(no roster line)``; a database that cannot be read,
+    ``(unreadable)``.
+
+    :raises ClassroomError: the role may not create roles and databases, or ``roster`` exists
+        and is not a roster.
+    """
     prefix = check_prefix(prefix)
+    roster = roster or default_roster(prefix)
+    passwords = read_roster(roster)
+    missing = "no roster" if not roster.exists() else "no roster line"
     with db.connect(dsn) as conn, _refusals():
         _require_rights(conn)
         existing = _existing(conn, prefix)
-        sessions = dict(conn.execute(CLASSROOM_SESSIONS, {"roles": list(existing)}).fetchall())
+        sessions = {
+            name: (int(count), xmin_age, open_for)
+            for name, count, xmin_age, open_for in conn.execute(
+                CLASSROOM_SESSIONS, {"roles": list(existing)}
+            ).fetchall()
+        }
     states = []
     for name in sorted(existing, key=lambda n: _number(prefix, n)):
         info = existing[name]
-        state = StudentState(name, int(sessions.get(name, 0)), info.database is not None)
-        if info.database is not None:
-            _read_progress(dsn, info.database, state)
+        count, xmin_age, open_for = sessions.get(name, (0, None, None))
+        state = StudentState(name, count, info.database is not None)
+        state.snapshot_xids = None if xmin_age is None else int(xmin_age)
+        state.snapshot_seconds = None if open_for is None else float(open_for)
+        if info.database is not None and name not in passwords:
+            state.unreadable = missing
+        elif info.database is not None:
+            student = make_conninfo(dsn, user=name, password=passwords[name], dbname=info.database)
+            _read_progress(dsn, student, state)
         states.append(state)
     return states
 
 
-def _read_progress(dsn: str, database: str, state: StudentState) -> None:
+def oldest_snapshot(states: Sequence[StudentState]) -> StudentState | None:
+    """The student whose session holds the class's oldest snapshot (by age in transactions,
+    then by time open), or None if no student holds one."""
+    holding = [s for s in states if s.snapshot_xids is not None]
+    if not holding:
+        return None
+    return max(holding, key=lambda s: (s.snapshot_xids or 0, s.snapshot_seconds or 0.0))
+
+
+def _read_progress(teacher_dsn: str, student_dsn: str, state: StudentState) -> None:
+    """Read a student's notebooks and jobs as the student, in one read-only transaction of a
+    session set up by :data:`STUDENT_SESSION_OPTIONS`, within :data:`READ_DEADLINE` seconds.
+
+    The student's database is theirs to break (a column changed between two statements, a
+    function that never returns): whatever happens there makes this student ``(unreadable)``,
+    ``(timed out)`` or ``(at its connection limit)``, never the whole list.
+    """
+    conninfo = make_conninfo(student_dsn, options=STUDENT_SESSION_OPTIONS, application_name=TEACHER_VIEW)
+    timer: threading.Timer | None = None
+    overran = threading.Event()
     try:
-        with db.connect(make_conninfo(dsn, dbname=database), connect_timeout=5) as conn:
-            schemas = [r[0] for r in conn.execute(CLASSROOM_NOTEBOOK_SCHEMAS).fetchall()]
-            state.notebooks = sorted({s[2:4] for s in schemas})
-            tables = [r[0] for r in conn.execute(CLASSROOM_JOB_TABLES).fetchall()]
-            if tables:
-                union = pgsql.SQL(" UNION ALL ").join(
-                    sql.compose(CLASSROOM_JOBS_BY_STATUS, schema) for schema in tables
-                )
-                for status, count in conn.execute(union).fetchall():
-                    state.jobs[str(status)] = state.jobs.get(str(status), 0) + int(count)
-    except (psycopg.Error, QueueError):
+        with db.connect(conninfo, connect_timeout=5) as conn:
+            timer = threading.Timer(READ_DEADLINE, _end_read, (teacher_dsn, conn.info.backend_pid, overran))
+            timer.daemon = True
+            timer.start()
+            with conn.transaction():
+                schemas, jobs, latest = _read_jobs(conn)
+    except Exception as exc:  # noqa: BLE001 - a student's database is untrusted input
         state.notebooks = None
+        if overran.is_set():
+            state.unreadable = "timed out"
+        elif "too many connections" in str(exc):
+            state.unreadable = "at its connection limit"
+        else:
+            state.unreadable = "unreadable"
+        return
+    finally:
+        if timer is not None:
+            timer.cancel()
+    state.notebooks = sorted({s[2:4] for s in schemas})
+    state.jobs = jobs
+    if latest:
+        state.current = max(latest, key=lambda schema: (latest[schema], schema))[2:4]
+    elif state.notebooks:
+        state.current = state.notebooks[-1]
+
+
+def _read_jobs(conn: Connection) -> tuple[list[str], dict[str, int], dict[str, datetime]]:
+    """The notebook schemas, the jobs per status, and each notebook queue's latest job; every
+    value checked for its type (what comes back is the student's)."""
+    schemas = [str(r[0]) for r in conn.execute(CLASSROOM_NOTEBOOK_SCHEMAS).fetchall()]
+    tables = [str(r[0]) for r in conn.execute(CLASSROOM_JOB_TABLES).fetchall()]
+    jobs: dict[str, int] = {}
+    latest: dict[str, datetime] = {}
+    if tables:
+        union = pgsql.SQL(" UNION ALL ").join(
+            _utility(CLASSROOM_JOBS_BY_STATUS, {"name": schema}, schema=schema) for schema in tables
+        )
+        for schema, status, count, created in conn.execute(union).fetchall():
+            if not (isinstance(status, str) and isinstance(count, int)):
+                raise TypeError(f"unexpected row from {schema}.jobs")
+            jobs[status] = jobs.get(status, 0) + count
+            if isinstance(created, datetime) and _NOTEBOOK_SCHEMA.match(schema):
+                latest[schema] = max(created, latest.get(schema, created))
+    return schemas, jobs, latest
+
+
+def _end_read(teacher_dsn: str, pid: int, overran: threading.Event) -> None:
+    overran.set()
+    try:
+        with db.connect(teacher_dsn, connect_timeout=5) as conn:
+            conn.execute(CLASSROOM_END_READ, {"pid": pid})
+    except (psycopg.Error, QueueError):
+        pass  # it ended by itself meanwhile, or the server is gone: the read fails either way
 
 
 # -- drop ----------------------------------------------------------------------------------------
@@ -586,13 +773,19 @@ def drop(dsn: str, prefix: str = DEFAULT_PREFIX, *, confirm: Callable[[list[str]
 # -- the command ---------------------------------------------------------------------------------
 
 
+_ROSTER_HELP = (
+    "the roster create wrote (default PREFIX-roster.csv): each student's database is read logged in "
+    "as that student, never as you"
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``classroom create|list|drop`` and their options."""
     parser.description = (
         f"A class on one PostgreSQL server ({db.DSN_ENV}): per student a role and a database of their "
         "own. Needs a role that may create roles and databases."
     )
-    actions = parser.add_subparsers(dest="action", required=True, metavar="{create,list,drop}")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="{create,list,watch,drop}")
     create_parser = actions.add_parser(
         "create", help="make the students (again: keeps them), write the roster"
     )
@@ -626,8 +819,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     create_parser.add_argument(
         "--host", help=f"host to write in the roster's DSNs (default: the host of {db.DSN_ENV})"
     )
-    list_parser = actions.add_parser("list", help="each student: connected now, notebooks under way, jobs")
+    list_parser = actions.add_parser(
+        "list", help="each student: connected now, the notebook they are in, jobs, oldest snapshot"
+    )
     list_parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="which class (default %(default)s)")
+    list_parser.add_argument("--roster", type=Path, metavar="FILE", help=_ROSTER_HELP)
+    watch_parser = actions.add_parser("watch", help="the list, redrawn live until Ctrl-C (needs rich)")
+    watch_parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="which class (default %(default)s)")
+    watch_parser.add_argument("--roster", type=Path, metavar="FILE", help=_ROSTER_HELP)
+    watch_parser.add_argument(
+        "--interval",
+        type=float,
+        default=DEFAULT_WATCH_INTERVAL,
+        metavar="SECONDS",
+        help=f"between frames (default %(default)g; at least {MIN_WATCH_INTERVAL:g})",
+    )
+    watch_parser.add_argument("--once", action="store_true", help="draw one frame and exit")
     drop_parser = actions.add_parser(
         "drop", help="end the students' sessions, drop their databases and roles"
     )
@@ -661,9 +868,59 @@ def main(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
         _print_roster(students, roster, out)
         return 0
     if args.action == "list":
-        _print_list(list_students(dsn, args.prefix), args.prefix, out)
+        states = list_students(dsn, args.prefix, args.roster)
+        _warn_without_roster(args, err)
+        _print_list(states, args.prefix, out)
         return 0
+    if args.action == "watch":
+        return _watch_main(dsn, args, out, err)
     return _drop_main(dsn, args, out)
+
+
+def _warn_without_roster(args: argparse.Namespace, err: TextIO) -> None:
+    roster = args.roster or default_roster(check_prefix(args.prefix))
+    if not roster.exists():
+        print(
+            f"note: no roster {roster} here: sessions and snapshots are shown, but each student's "
+            "notebooks and jobs are read logged in as the student: run this where the roster is, or "
+            "give --roster FILE",
+            file=err,
+        )
+
+
+def _watch_main(dsn: str, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``classroom watch``: the list redrawn in place every ``--interval`` seconds until Ctrl-C."""
+    prefix = check_prefix(args.prefix)
+    interval = args.interval
+    if not (isinstance(interval, float) and math.isfinite(interval) and interval >= MIN_WATCH_INTERVAL):
+        raise InvalidInputError(
+            f"--interval must be at least {MIN_WATCH_INTERVAL:g} seconds, got {interval:g}"
+        )
+    try:
+        from rich.console import Console
+        from rich.live import Live
+    except ImportError:
+        raise ClassroomError(
+            "pgqueue-lab classroom watch draws with rich: pip install 'pgqueue-lab[classroom]'"
+        ) from None
+    console = Console(file=out, width=None if out.isatty() else 200)  # a pipe, a log: no truncation
+    states = list_students(dsn, prefix, args.roster)
+    _warn_without_roster(args, err)
+    if args.once:
+        console.print(renderable(states, prefix, interval=None))
+        return 0
+    frame = renderable(states, prefix, interval=interval)
+    try:
+        with Live(frame, console=console, auto_refresh=False) as view:
+            while True:
+                time.sleep(interval)
+                view.update(
+                    renderable(list_students(dsn, prefix, args.roster), prefix, interval=interval),
+                    refresh=True,
+                )
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def _print_roster(students: Sequence[Student], roster: Path, out: TextIO) -> None:
@@ -681,28 +938,112 @@ def _print_roster(students: Sequence[Student], roster: Path, out: TextIO) -> Non
     )
 
 
-def _print_list(states: Sequence[StudentState], prefix: str, out: TextIO) -> None:
-    if not states:
-        print(f"no students with prefix {prefix!r} on this server", file=out)
-        return
-    width = max(len("student"), *(len(s.name) for s in states))
-    statuses = sql.STATUSES
-    print(f"{'student':<{width}}  {'sessions':>8}  {'notebooks':<16}  " + "  ".join(statuses), file=out)
+def _seconds(value: float) -> str:
+    value = max(value, 0.0)  # a transaction begun after the teacher's own: no "-0 s"
+    return f"{value:.0f} s" if value < 120 else f"{value / 60:.0f} min"
+
+
+def stale(state: StudentState | None, after: float = SNAPSHOT_WARNING) -> bool:
+    """Has this student's snapshot been open ``after`` seconds or more (worth the teacher's eye)?"""
+    return state is not None and (state.snapshot_seconds or 0.0) >= after
+
+
+def table(
+    states: Sequence[StudentState], *, warn_after: float = SNAPSHOT_WARNING
+) -> tuple[list[str], list[list[str]]]:
+    """The class as a table: a header and one row of text per student (``list`` prints it,
+    ``watch`` draws it). The student holding the class's oldest snapshot is marked ``<- oldest``
+    once it has been open ``warn_after`` seconds (a snapshot of a running statement is not news).
+    Jobs of a database that could not be read show ``?``."""
+    oldest = oldest_snapshot(states)
+    header = ["student", "sessions", "now", "notebooks", *sql.STATUSES, "oldest snapshot"]
+    rows = []
     for s in states:
         if not s.has_database:
             notebooks = "(no database)"
         elif s.notebooks is None:
-            notebooks = "(unreadable)"
+            notebooks = f"({s.unreadable or 'unreadable'})"
         else:
             notebooks = " ".join(s.notebooks) or "-"
-        jobs = "  ".join(f"{s.jobs.get(status, 0):>{len(status)}}" for status in statuses)
-        print(f"{s.name:<{width}}  {s.sessions:>8}  {notebooks:<16}  {jobs}", file=out)
-    connected = sum(s.sessions > 0 for s in states)
-    print(
-        f"{len(states)} students, {connected} connected now. Notebooks: the course's schemas in their "
-        "database (each notebook drops its own at its end).",
-        file=out,
-    )
+        snapshot = "-"
+        if s.snapshot_xids is not None:
+            snapshot = f"age {s.snapshot_xids}"
+            if s.snapshot_seconds is not None:
+                snapshot += f", open {_seconds(s.snapshot_seconds)}"
+            if s is oldest and stale(s, warn_after):
+                snapshot += " <- oldest"
+        unknown = s.has_database and s.notebooks is None
+        jobs = ["?" if unknown else str(s.jobs.get(status, 0)) for status in sql.STATUSES]
+        rows.append([s.name, str(s.sessions), s.current or "-", notebooks, *jobs, snapshot])
+    return header, rows
+
+
+def summary(states: Sequence[StudentState]) -> str:
+    """One line under the table: how many are connected, who holds the oldest snapshot."""
+    connected = sum(s.connected for s in states)
+    oldest = oldest_snapshot(states)
+    held = "no student holds a snapshot"
+    if oldest is not None:
+        n = oldest.snapshot_xids
+        held = (
+            f"{oldest.name} holds the class's oldest snapshot ({n} transaction{'' if n == 1 else 's'} since"
+        )
+        if oldest.snapshot_seconds is not None:
+            held += f", open {_seconds(oldest.snapshot_seconds)}"
+        held += ")"
+    return f"{len(states)} students, {connected} connected now; {held}."
+
+
+def _print_list(states: Sequence[StudentState], prefix: str, out: TextIO) -> None:
+    if not states:
+        print(f"no students with prefix {prefix!r} on this server", file=out)
+        return
+    header, rows = table(states)
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    left = {0, 2, 3, len(header) - 1}
+    for row in [header, *rows]:
+        cells = [
+            cell.ljust(w) if i in left else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        print("  ".join(cells).rstrip(), file=out)
+    print(summary(states), file=out)
+    print("now: the notebook whose queue had the latest job. notebooks: the course's schemas", file=out)
+    print("in their database (each notebook drops its own at its end).", file=out)
+
+
+def renderable(states: Sequence[StudentState], prefix: str, *, interval: float | None) -> Any:
+    """The class as a ``rich`` renderable (rich must be installed): ``classroom watch``'s frame."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    live = f" · every {interval:g} s · Ctrl-C stops" if interval is not None else ""
+    title = Text.assemble(("pgqueue-lab classroom", "bold"), f" · prefix {prefix}{live}")
+    _, rows = table(states)
+    # Narrower than list's: the jobs in one column (the statuses that have any), so that the
+    # names stay whole in an 80-column terminal; the lists wrap.
+    view = Table(box=box.SIMPLE_HEAD, padding=(0, 1))
+    names = max([len("student"), *(len(s.name) for s in states)])
+    view.add_column("student", no_wrap=True, min_width=names)
+    view.add_column("sessions", justify="right", no_wrap=True)
+    view.add_column("now", no_wrap=True)
+    view.add_column("notebooks", ratio=1)
+    view.add_column("jobs", ratio=2)
+    view.add_column("oldest snapshot", ratio=2)
+    oldest = oldest_snapshot(states)
+    for s, row in zip(states, rows, strict=True):
+        # a no-break space inside "90 pending": the cell wraps between counts, never inside one
+        jobs = ", ".join(f"{s.jobs[status]}\u00a0{status}" for status in sql.STATUSES if s.jobs.get(status))
+        if s.has_database and s.notebooks is None:
+            jobs = "?"
+        style = "dim" if not s.connected else ("bold red" if s is oldest and stale(s) else "")
+        snapshot = row[-1].replace(" ", "\u00a0").replace(",\u00a0", ", ")
+        view.add_row(row[0], row[1], row[2], row[3], jobs or "-", snapshot, style=style)
+    if not states:
+        return Group(title, Text(f"no students with prefix {prefix!r} on this server"))
+    return Group(title, view, Text(summary(states)))
 
 
 def _drop_main(dsn: str, args: argparse.Namespace, out: TextIO) -> int:

@@ -8,7 +8,7 @@
 ``pgqueue-lab course [DIR]``    copy the course (notebooks) into DIR, keeping your changes
 ``pgqueue-lab lab [DIR]``       the same, then open JupyterLab on it
 ``pgqueue-lab check [PATH...]`` run notebooks under strict nbval, as the tests do (for CI)
-``pgqueue-lab classroom ...``   a class on one server: ``create``, ``list``, ``drop`` students
+``pgqueue-lab classroom ...``   a class on one server: ``create``, ``list``, ``watch``, ``drop`` students
 ``pgqueue-lab worker ...``      a worker process serving a queue until Ctrl-C
 ``pgqueue-lab enqueue ...``     a producer: jobs of one type, at once or at a rate
 ``pgqueue-lab watch ...``       a live view of a queue (rich), until Ctrl-C
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     classroom.add_arguments(
         sub.add_parser(
-            "classroom", help="a class on one server: create, list, drop students (roles + databases)"
+            "classroom", help="a class on one server: create, list, watch, drop students (roles + databases)"
         )
     )
     serve.add_arguments(sub.add_parser("worker", help="serve a queue from this terminal until Ctrl-C"))
