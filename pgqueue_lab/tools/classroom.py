@@ -289,7 +289,8 @@ class StudentState:
     sessions: int
     has_database: bool
     notebooks: list[str] | None = None  # None: the database could not be read (see unreadable)
-    #: Why the database could not be read: "no roster line", "unreadable".
+    #: Why the database could not be read: "no roster" (no roster file), "no roster line",
+    #: "timed out", "at its connection limit" or "unreadable".
     unreadable: str | None = None
     jobs: dict[str, int] = field(default_factory=dict)
     #: The notebook whose queue had the latest job (``"09"``); else the last one open; or None.
@@ -613,9 +614,9 @@ def list_students(dsn: str, prefix: str = DEFAULT_PREFIX, roster: Path | None = 
     Sessions and snapshots come from the teacher's own session (``pg_stat_activity``). The
     notebooks and jobs are read in each student's database in turn, logged in as the student
     with the password in ``roster`` (default ``PREFIX-roster.csv``): one connection at a time,
-    and one of the student's for a moment; 5 s to connect, 3 s per statement. A student without
-    a line in the roster shows ``(no roster line)``; a database that cannot be read,
-    ``(unreadable)``.
+    and one of the student's for a moment; 5 s to connect, 3 s per statement, 10 s in all
+    (:data:`READ_DEADLINE`). What could not be read says why in
+    :attr:`StudentState.unreadable` (``no roster``, ``no roster line``, ``timed out``...).
 
     :raises ClassroomError: the role may not create roles and databases, or ``roster`` exists
         and is not a roster.
@@ -780,7 +781,7 @@ _ROSTER_HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``classroom create|list|drop`` and their options."""
+    """``classroom create|list|watch|drop`` and their options."""
     parser.description = (
         f"A class on one PostgreSQL server ({db.DSN_ENV}): per student a role and a database of their "
         "own. Needs a role that may create roles and databases."
