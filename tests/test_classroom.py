@@ -565,6 +565,8 @@ def test_the_limit_check_finds_an_unlimited_query() -> None:
 
 #: Every notebook of the course, in order: what each student runs with "Run All".
 EVERY_NOTEBOOK = sorted(NOTEBOOKS.glob("*.ipynb"))
+#: What nbval says when a notebook's kernel did not start (not a cell that differs).
+KERNEL_DID_NOT_START = "Kernel died before replying to kernel_info"
 #: pytest's summary line: "351 passed, 7 xfailed, 6 xpassed in 247.60s".
 OUTCOME = re.compile(r"(\d+) (passed|failed|xfailed|xpassed|skipped|errors?)\b")
 
@@ -616,19 +618,21 @@ def test_three_students_run_every_notebook_at_the_same_time(
     notebooks = [str(path) for path in EVERY_NOTEBOOK]
     assert len(notebooks) >= 20
     began = time.monotonic()
-    procs = {}
-    for name, dsn in dsns.items():
+
+    def check(name: str) -> subprocess.Popen[str]:
         folder = tmp_path / name
-        folder.mkdir()
-        procs[name] = subprocess.Popen(
+        folder.mkdir(exist_ok=True)
+        return subprocess.Popen(
             [sys.executable, "-m", "pgqueue_lab", "check", *notebooks],
             cwd=folder,
-            env={**os.environ, db.DSN_ENV: dsn, "PY_COLORS": "0"},
+            env={**os.environ, db.DSN_ENV: dsns[name], "PY_COLORS": "0"},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
+
+    procs = {name: check(name) for name in dsns}
     outputs: dict[str, str] = {}
     readers = [
         threading.Thread(target=lambda n=n, p=p: outputs.__setitem__(n, p.communicate()[0]))
@@ -657,7 +661,16 @@ def test_three_students_run_every_notebook_at_the_same_time(
         for reader in readers:
             reader.join(timeout=60)
     elapsed = time.monotonic() - began
-    failures = {name: out[-4000:] for name, out in outputs.items() if procs[name].returncode != 0}
+    codes = {name: p.returncode for name, p in procs.items()}
+    # A kernel that could not start (jupyter_client picks its ports by binding and releasing
+    # them, and three runs starting sixty kernels can pick the same one) is not a difference in
+    # a notebook: that student's run is repeated once, alone, and said so in the log.
+    retried = sorted(name for name in dsns if codes[name] != 0 and KERNEL_DID_NOT_START in outputs[name])
+    for name in retried:
+        again = check(name)
+        outputs[name] = again.communicate(timeout=900)[0]
+        codes[name] = again.returncode
+    failures = {name: out[-4000:] for name, out in outputs.items() if codes[name] != 0}
     assert failures == {}
     outcomes = {name: _outcomes(out) for name, out in outputs.items()}
     code_cells = sum(1 for path in EVERY_NOTEBOOK for _ in _code_cells(path))
@@ -671,6 +684,7 @@ def test_three_students_run_every_notebook_at_the_same_time(
         print(
             f"\nthree students, {len(notebooks)} notebooks ({code_cells} code cells) each, at once: "
             f"{elapsed:.0f} s; each: {outcomes[min(outcomes)]}"
+            + (f"; run again alone, a kernel having failed to start: {', '.join(retried)}" if retried else "")
         )
 
 
