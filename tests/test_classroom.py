@@ -595,6 +595,16 @@ def three_students(teacher: str, tmp_path_factory: pytest.TempPathFactory) -> It
         yield made
 
 
+def _what_failed(output: str) -> str:
+    """The part of a `pgqueue-lab check` run's output that says what failed: the cells that
+    differ (with their diffs) and the FAILED lines, or its last 4000 characters."""
+    start = output.find("notebook cells that differ or failed")
+    failed = [line for line in output.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    if start < 0 and not failed:
+        return output[-4000:]
+    return (output[start : start + 6000] if start >= 0 else "") + "\n".join(failed)
+
+
 @pytest.mark.skipif(
     EMBEDDED,
     reason="a class meets on a server many roles share (PGQUEUE_LAB_DSN): .ci/run runs it on its server path",
@@ -670,8 +680,8 @@ def test_three_students_run_every_notebook_at_the_same_time(
         again = check(name)
         outputs[name] = again.communicate(timeout=900)[0]
         codes[name] = again.returncode
-    failures = {name: out[-4000:] for name, out in outputs.items() if codes[name] != 0}
-    assert failures == {}
+    failures = {name: _what_failed(out) for name, out in outputs.items() if codes[name] != 0}
+    assert failures == {}, "\n\n".join(f"{name}:\n{report}" for name, report in failures.items())
     outcomes = {name: _outcomes(out) for name, out in outputs.items()}
     code_cells = sum(1 for path in EVERY_NOTEBOOK for _ in _code_cells(path))
     for name, counts in outcomes.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from typing import Any
 
@@ -121,3 +123,38 @@ def test_bad_arguments_are_refused(conn: psycopg.Connection[Any], queue: Queue) 
         health.check(conn, queue, {"dead_rows": 1})  # type: ignore[arg-type]
     with pytest.raises(QueueNotFoundError, match="no_such_queue"):
         health.check(conn, "no_such_queue")
+
+
+def test_the_warning_names_the_timeout_that_ends_what_holds_vacuum_back(
+    conn: psycopg.Connection[Any], queue: Queue, dsn: str
+) -> None:
+    """A session idle in its transaction is ended by idle_in_transaction_session_timeout; a
+    running statement never is, so its warning names statement_timeout instead."""
+    warn = health.Thresholds(snapshot_seconds=0.1, snapshot_xids=10**9, dead_rows=10**9, pending=10**9)
+    with db.connect(dsn, application_name="idle-report") as idle:
+        idle.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        idle.execute("SELECT 1")
+        time.sleep(0.2)
+        [warning] = health.check(conn, queue, warn).warnings
+        assert "idle-report, idle in transaction" in warning and warning.endswith(health.IDLE_CURE)
+    with db.connect(dsn, application_name="long-statement") as busy:
+        pid = busy.info.backend_pid
+
+        def sleep() -> None:
+            with contextlib.suppress(psycopg.errors.QueryCanceled):  # ended by the finally below
+                busy.execute("SELECT pg_sleep(10)")
+
+        running = threading.Thread(target=sleep)
+        running.start()
+        try:
+            wait_for(
+                lambda: (s := health.check(conn, queue, QUIET).oldest_snapshot) is not None and s.pid == pid,
+                5,
+                "the running statement's snapshot",
+            )
+            time.sleep(0.2)
+            [warning] = health.check(conn, queue, warn).warnings
+            assert "long-statement, active" in warning and warning.endswith(health.ACTIVE_CURE)
+        finally:
+            conn.execute("SELECT pg_cancel_backend(%s)", (pid,))
+            running.join()

@@ -239,9 +239,9 @@ class Queue:
 
     def create(self, conn: Connection) -> None:
         """Create the schema, the ``jobs`` table and its partial indexes, the paused queues the
-        claim reads, and then the features' indexes and tables (:attr:`QueueExtensions.schema`:
-        unique keys, key turns, schedules). Idempotent; on a queue made by an older version it
-        adds what is missing."""
+        claim reads (analysed at once, so the planner knows it is small), and then the features'
+        indexes and tables (:attr:`QueueExtensions.schema`: unique keys, key turns, schedules).
+        Idempotent; on a queue made by an older version it adds what is missing."""
         with conn.transaction():
             for statement in (
                 sql.CREATE_SCHEMA,
@@ -250,6 +250,7 @@ class Queue:
                 sql.CREATE_LEASE_INDEX,
                 sql.CREATE_FEATURE_COLUMNS,
                 sql.CREATE_PAUSED_TABLE,
+                sql.ANALYZE_PAUSED_TABLE,
                 *EXTENSIONS.schema,  # the features' indexes and tables
             ):
                 conn.execute(self._q(statement))

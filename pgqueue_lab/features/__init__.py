@@ -30,6 +30,7 @@ from . import cancel, health, limits, pause, retention, schedule, unique, wakeup
 _queue.EXTENSIONS.schema[:] = [
     unique.CREATE_UNIQUE_INDEX,
     limits.CREATE_KEY_TURNS_TABLE,
+    limits.ANALYZE_KEY_TURNS,
     schedule.CREATE_SCHEDULES_TABLE,
 ]
 _queue.EXTENSIONS.claim = limits.claim

@@ -7,10 +7,12 @@
   since (``age()``; not time: a quiet server ages slowly) and how long its transaction has been
   open. While it stays open, vacuum cannot remove a row version deleted by a transaction that
   was still running when it began, or by a later one, so every claim steps over more dead
-  entries (notebook 15). Prepared transactions, replication slots and standbys with
-  ``hot_standby_feedback`` hold vacuum back too; they are not in this report;
+  entries (notebook 15). Prepared transactions and standbys with ``hot_standby_feedback``
+  (through their replication slot's ``xmin``, even while they are disconnected) hold vacuum
+  back too; they are not in this report;
 - **dead rows** of the jobs table (``pg_stat_user_tables.n_dead_tup``, which the statistics
-  system updates with a delay of a second or so);
+  system updates with a delay: a second or so while the writer is busy, up to about 10 s
+  after it goes idle);
 - **pending** jobs, and how long the due job that waited longest has been due.
 
 Each figure past its threshold becomes one warning line. The live view (``pgqueue-lab watch``)
@@ -27,8 +29,9 @@ from ..errors import InvalidInputError
 
 # -- statements (print one: ``print(health.WATCH_DEAD_ROWS)``) -----------------------------------
 
-#: Live and dead rows of the jobs table, as the statistics system last counted them (it lags
-#: by up to a second or so), and seconds since it was last vacuumed (by hand or autovacuum).
+#: Live and dead rows of the jobs table, as the statistics system last counted them (it lags:
+#: a second or so behind a busy writer, up to about 10 s behind one that went idle), and seconds
+#: since it was last vacuumed (by hand or autovacuum).
 WATCH_DEAD_ROWS = """\
 SELECT n_live_tup, n_dead_tup,
        extract(epoch FROM now() - greatest(last_vacuum, last_autovacuum))::float8 AS vacuumed_ago
@@ -41,8 +44,9 @@ WHERE schemaname = %(schema)s AND relname = 'jobs'"""
 #: row), by ``age()`` (transaction ids assigned since, not time), with how long its transaction
 #: has been open and its state. Row versions deleted by a transaction still running at that
 #: point, or by a later one, cannot be removed by vacuum while it stays open. Only client
-#: backends: an autovacuum worker shows a ``backend_xmin`` that holds back no other vacuum (a
-#: manual VACUUM is a client backend and is still listed; so would be its snapshot). Not
+#: backends: an autovacuum worker's ``backend_xmin`` holds back nothing while it vacuums (but
+#: does while it analyses, usually briefly); a manual VACUUM, which holds nothing back either,
+#: is a client backend and is still listed. Not
 #: counted here, though they hold back the horizon too: prepared transactions
 #: (``pg_prepared_xacts``), replication slots (``pg_replication_slots.xmin``), standbys with
 #: ``hot_standby_feedback`` (their walsender has no database), and background workers.
@@ -65,6 +69,13 @@ SELECT count(*) AS pending,
        extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now()))::float8 AS oldest_due
 FROM {schema}.jobs
 WHERE status = 'pending'"""
+
+
+#: What ends a transaction that holds back vacuum, by its state: a timeout for one left idle
+#: inside its transaction, and one for a statement (or transaction) that runs too long, which
+#: ``idle_in_transaction_session_timeout`` never ends (``transaction_timeout``: PostgreSQL 17+).
+IDLE_CURE = "idle_in_transaction_session_timeout"
+ACTIVE_CURE = "statement_timeout (or, on PostgreSQL 17+, transaction_timeout)"
 
 
 @dataclass(frozen=True)
@@ -125,10 +136,11 @@ class Health:
             s.xids > t.snapshot_xids or (s.seconds is not None and s.seconds > t.snapshot_seconds)
         ):
             opened = "?" if s.seconds is None else f"{s.seconds:.0f} s"
+            idle = (s.state or "").startswith("idle in transaction")  # else a statement runs
             found.append(
                 f"a transaction open for {opened} ({s.xids} transactions old; pid {s.pid} "
                 f"{s.application_name or '-'}, {s.state or '?'}) holds back vacuum: end it, or set "
-                "idle_in_transaction_session_timeout"
+                + (IDLE_CURE if idle else ACTIVE_CURE)
             )
         if self.dead_rows is not None and self.dead_rows > t.dead_rows:
             found.append(f"{self.dead_rows} dead rows in the jobs table: is vacuum held back or too rare?")

@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS {schema}.key_turns (
     served_at       timestamptz NOT NULL
 )"""
 
+#: Statistics for that table from the start (an empty table never analysed is planned as ten
+#: pages of rows): the keyed claim joins it.
+ANALYZE_KEY_TURNS = "ANALYZE {schema}.key_turns"
+
 #: Limited claims of one queue take turns: this transaction-level advisory lock is held until
 #: the claim commits, so the next limited claim counts the running jobs the previous one made.
 #: ``lock`` is a 64-bit key derived from the schema name (:func:`pgqueue_lab.features.limits.lock_key`).
